@@ -1,0 +1,226 @@
+"""Configuration: nested frozen dataclasses are the single source of truth.
+
+`configs/*.toml` presets map 1:1 onto these dataclasses (table = nested dataclass, key = field); an unknown key is
+an error naming the key and the table. Defaults are the Harmony4D / EgoHumans values documented in
+`PIPELINE.md` (section numbers cited per field). Host-side only: the JAX program receives the numeric settings as
+traced arrays (so changing a weight never recompiles) and the structural ones (iteration counts, joint subsets) as
+static arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from h4djax.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """2D filtering (PIPELINE.md 1.2)."""
+
+    min_keypoints: int = 6
+    """A pose needs at least this many keypoints above `keypoint_conf` (EgoHumans drops poses with <= 5)."""
+    keypoint_conf: float = 0.2
+    oks_threshold: float = 0.7
+    """Two poses in one view with OKS above this are the same body detected twice (paper 0.7; some configs 0.8)."""
+    oks_keep: str = "none"
+    """"none": invalidate both poses (EgoHumans); "higher": keep the pose with the higher mean confidence."""
+
+
+@dataclass(frozen=True)
+class TriangulationConfig:
+    """Robust triangulation (PIPELINE.md 1.3)."""
+
+    candidate_conf: float = 0.5
+    """Views whose keypoint confidence exceeds this are candidates."""
+    inlier_eps: float = 0.01
+    """Inlier threshold on e_v = 0.5 * ||x_v - pi(X)|| in the undistorted normalized image plane."""
+    inlier_eps_px: float = 0.0
+    """If > 0, the inlier threshold in pixels instead (converted per camera with its focal length)."""
+    min_views: int = 2
+    """Fewer inlier views than this -> the joint is invalid (2 in the paper, 3 in some configs)."""
+    refine_iters: int = 3
+    """Gauss-Newton iterations on the reprojection residuals after the weighted DLT."""
+    frame_chunk: int = 0
+    """Frames per jitted chunk to bound memory (0 = automatic from the view-pair count)."""
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Whole-sequence 3D refinement (PIPELINE.md 1.4); all weights 1 in the paper."""
+
+    w_limb: float = 1.0
+    w_symm: float = 1.0
+    w_temporal: float = 1.0
+    w_data: float = 1.0
+    interp_window: int = 10
+    """Window (frames) of the polynomial gap filling for invalid joints (EgoHumans)."""
+    outlier_sigma: float = 10.0
+    """Limb lengths beyond this many standard deviations of the sequence are flagged and refilled."""
+    savgol_window: int = 5
+    savgol_order: int = 3
+    iters: int = 200
+    learning_rate: float = 0.01
+    optimizer: str = "lbfgs"
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage of the body fit (PIPELINE.md 1.5, Table 1). Stages are data, not code branches."""
+
+    name: str = "stage"
+    free: tuple[str, ...] = ("global_orient", "transl")
+    """Parameter groups optimized in this stage: global_orient, transl, body_pose, betas."""
+    iters: int = 50
+    optimizer: str = "adam"
+    """"adam" or "lbfgs" (optax, with zoom line search)."""
+    learning_rate: float = 0.05
+    w_joint: float = 0.0
+    w_reg: float = 0.0
+    w_limb: float = 0.0
+    w_symm: float = 0.0
+    w_temporal: float = 0.0
+    w_beta: float = 0.0
+    w_collision: float = 0.0
+    joints: str = "all"
+    """Which keypoints the joint term uses: "all" or "torso" (shoulders and hips, EgoHumans stage 1)."""
+
+
+def _default_stages() -> tuple[StageConfig, ...]:
+    # Table 1 of Harmony4D (PIPELINE.md 1.5); iteration counts from EgoHumans (50 / 20 / 120 per epoch).
+    return (
+        StageConfig(name="global", free=("global_orient", "transl"), iters=50, optimizer="adam", learning_rate=0.05,
+                    w_joint=1.0, joints="torso"),
+        StageConfig(name="shape", free=("betas",), iters=20, optimizer="adam", learning_rate=0.05,
+                    w_limb=1.0, w_symm=0.2, w_beta=0.005),
+        StageConfig(name="pose", free=("global_orient", "transl", "body_pose"), iters=120, optimizer="adam",
+                    learning_rate=0.02, w_joint=10.0, w_reg=0.001, w_limb=1.0, w_temporal=1.0, w_collision=1.0),
+    )
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Three-stage body fit (PIPELINE.md 1.5)."""
+
+    epochs: int = 3
+    """How often the stage schedule is repeated (EgoHumans: 10; 3 reach the same loss with Adam on our init)."""
+    stages: tuple[StageConfig, ...] = field(default_factory=_default_stages)
+
+
+@dataclass(frozen=True)
+class CollisionConfig:
+    """Inter-person SDF collision loss (PIPELINE.md 1.6)."""
+
+    grid_size: int = 32
+    padding: float = 1.2
+    """Scale of the person's bounding box that the grid covers (EgoHumans 1.2)."""
+    vertex_stride: int = 1
+    """Sample every n-th vertex of the other people (1 = all)."""
+    method: str = "sdf"
+    """"sdf" (grid, reference behaviour) or "spheres" (per-part sphere proxy, faster)."""
+    frame_chunk: int = 64
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """ONNX 2D front end (PIPELINE.md 1.1)."""
+
+    detector: str = "models/blazepose_detector.onnx"
+    keypoint_model: str = "models/blazepose_landmark_full.onnx"
+    threads: int = 2
+    min_score: float = 0.5
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything `h4d fit` needs besides the capture."""
+
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    collision: CollisionConfig = field(default_factory=CollisionConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a TOML value to the dataclass field type, or raise ConfigError naming `where`."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, globals())  # annotations are strings under `from __future__ import annotations`
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return from_dict(annotation, value, where)
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected an array, got {type(value).__name__}")
+        item_type = args[0]
+        return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass `cls` from a nested dict; unknown keys raise ConfigError naming the key."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    kwargs = {name: _coerce(value, fields[name].type, f"{where}.{name}") for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Nested dict of a config dataclass (tuples as lists), e.g. for report.json."""
+    return dataclasses.asdict(obj)
+
+
+def load_config(path: str | Path | None = None, base: Config | None = None) -> Config:
+    """Load a TOML preset onto the defaults (or onto `base`). Tables override field by field."""
+    base = base or Config()
+    if path is None:
+        return base
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    merged = _merge(to_dict(base), data)
+    return from_dict(Config, merged, where=str(path))
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
