@@ -42,11 +42,20 @@ class TriangulationConfig:
     inlier_eps: float = 0.01
     """Inlier threshold on e_v = 0.5 * ||x_v - pi(X)|| in the undistorted normalized image plane."""
     inlier_eps_px: float = 0.0
-    """If > 0, the inlier threshold in pixels instead (converted per camera with its focal length)."""
+    """If > 0, the inlier threshold in pixels instead: a view is an inlier when its full pixel-scale distance
+    ||x_v - pi(X)|| is below this, i.e. e_v < 0.5 * inlier_eps_px / f per camera (0.01 normalized ~ 0.02 f px)."""
     min_views: int = 2
-    """Fewer inlier views than this -> the joint is invalid (2 in the paper, 3 in some configs)."""
+    """Fewer candidate views than this -> the joint is invalid (EgoHumans MIN_VIEWS: 2 in the paper, 3 in some
+    configs)."""
+    min_inliers: int = 2
+    """Fewer inlier views than this -> the joint is invalid (2 = the reference: every pair's set has 2 views)."""
     refine_iters: int = 3
     """Gauss-Newton iterations on the reprojection residuals after the weighted DLT."""
+    huber_delta: float = 1.0
+    """Huber scale on e_v in the refinement (1.0 = scipy least_squares' default f_scale used by EgoHumans)."""
+    dlt_normalize: bool = True
+    """Solve DLT in a world frame centred/scaled on the camera centres (Hartley-Zisserman 4.4.4; float32-safe for
+    any world origin). False reproduces the reference's algebraic DLT exactly."""
     frame_chunk: int = 0
     """Frames per jitted chunk to bound memory (0 = automatic from the view-pair count)."""
 
@@ -59,15 +68,38 @@ class RefineConfig:
     w_symm: float = 1.0
     w_temporal: float = 1.0
     w_data: float = 1.0
+    w_filled: float = 0.1
+    """Data-term weight of gap-filled joints (observed joints weigh 1, absent ones 0)."""
     interp_window: int = 10
-    """Window (frames) of the polynomial gap filling for invalid joints (EgoHumans)."""
+    """Window (frames) of the polynomial gap filling for invalid joints (EgoHumans): t-5..t+5."""
+    interp_order: int = 3
+    """Maximum degree of the gap-filling polynomial (least squares; EgoHumans interpolates with order up to 5)."""
+    long_gap: str = "linear"
+    """Gaps the window does not bridge: "linear" between the nearest valid frames (hold at the ends), "hold", "none"."""
     outlier_sigma: float = 10.0
-    """Limb lengths beyond this many standard deviations of the sequence are flagged and refilled."""
+    """Limb lengths beyond this many standard deviations of the sequence are flagged and refilled (<= 0: off)."""
     savgol_window: int = 5
+    """Savitzky-Golay window (odd; <= savgol_order disables smoothing); scipy mode="interp" at the ends."""
     savgol_order: int = 3
+    limb_mode: str = "temporal"
+    """L_limb residual: "temporal" lambda_{t+1}-lambda_t (paper), "mean" lambda_t-mean (EgoHumans code), "median"
+    lambda_t-median of the valid triangulated lengths (robust constant target)."""
+    temporal_penalty: str = "squared"
+    """L_temporal: "squared" ||y_{t+1}-y_t||^2 (EgoHumans code) or "l2" unsquared (paper notation)."""
+    norm_eps: float = 0.001
+    """Charbonnier smoothing (m) of the |.| in the limb and symmetry terms (0 = exact |.|)."""
     iters: int = 200
     learning_rate: float = 0.01
+    """Adam step (m); L-BFGS uses its line search instead."""
     optimizer: str = "lbfgs"
+    """"lbfgs" (optax, line search) or "adam"."""
+    linesearch: str = "zoom"
+    """L-BFGS line search: "zoom" (strong Wolfe, optax.lbfgs default) or "backtracking" (Armijo)."""
+    linesearch_steps: int = 20
+    memory_size: int = 10
+    """L-BFGS history length."""
+    ftol: float = 1e-6
+    """Stop when the objective's relative decrease in one iteration is <= ftol (0: always run `iters`)."""
 
 
 @dataclass(frozen=True)

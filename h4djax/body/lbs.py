@@ -1,0 +1,210 @@
+"""SMPL forward pass: shape/pose blend shapes, forward kinematics, linear blend skinning.
+
+Kernels are written for ONE person-frame (`SmplParams` without batch dims) and lifted with `vmap` by `_lift`; the
+batched versions (`*_batch`) sit beside the kernels. Equations are those of SMPL (Loper et al. 2015):
+
+    v_shaped = T + B_S(beta)                      (Eq. 8: shapedirs @ betas)
+    J(beta)  = J_regressor @ v_shaped             (Eq. 10; linear in beta -> precomputed J_template, J_shapedirs)
+    v_posed  = v_shaped + B_P(theta)              (Eq. 9: posedirs @ vec(R_j(theta) - I), j = 1..23)
+    v'       = sum_j w_j G_j(theta, J) [v_posed, 1]  (Eq. 2-4: LBS with rest-pose-removed world transforms)
+
+Three entry points of increasing cost, same joints:
+
+- `smpl_joints`: rest joints from betas (24x3x10 product) + forward kinematics. No mesh at all. For fitting stages
+  that only need joints.
+- `smpl_joints_keypoints`: joints + model keypoints, skinning only the few vertices the keypoint regressor touches
+  (`BodyModel.kpt_skin`).
+- `smpl_forward`: the full mesh (plus joints and keypoints).
+
+Forward kinematics over the tree uses pointer jumping (each joint composes its transform with that of its 2^s-th
+ancestor at step s), so it is log2(depth) = 4 full-width steps for SMPL with no Python loop over joints; every step
+is the same batched 3x3 product, which XLA fuses well on CPU and vectorizes on GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from h4djax.body.model import BodyModel, BodyOutput, SmplParams
+from h4djax.geometry.rotations import axis_angle_to_matrix
+
+__all__ = [
+    "rest_joints",
+    "forward_kinematics",
+    "skinning_transforms",
+    "skin_vertices",
+    "smpl_forward",
+    "smpl_joints",
+    "smpl_joints_keypoints",
+    "smpl_forward_batch",
+    "smpl_joints_batch",
+    "smpl_joints_keypoints_batch",
+]
+
+
+def _mm(a: Float[Array, "... 3 3"], b: Float[Array, "... 3 3"]) -> Float[Array, "... 3 3"]:
+    # Tiny 3x3 products written as broadcast-multiply-reduce: XLA fuses these into one loop, whereas a batched
+    # dot_general with 3x3 operands is dispatched to a GEMM kernel that is slow for such sizes on CPU.
+    return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+
+
+def _mv(a: Float[Array, "... 3 3"], v: Float[Array, "... 3"]) -> Float[Array, "... 3"]:
+    return jnp.sum(a * v[..., None, :], axis=-1)
+
+
+def rest_joints(model: BodyModel, betas: Float[Array, "betas"]) -> Float[Array, "joints 3"]:
+    """Rest-pose joints J(beta) = J_regressor @ (v_template + shapedirs @ beta) (metres), from the precomputed
+    J_template and J_shapedirs: O(joints * betas) instead of O(verts * betas)."""
+    return model.J_template + model.J_shapedirs @ betas
+
+
+def _tree_plan(parents: tuple[int, ...]) -> tuple[np.ndarray, int]:
+    """Host-side, at trace time: ancestor table with a virtual identity root appended, and the number of
+    pointer-jumping steps (ceil log2 of the deepest joint's depth)."""
+    J = len(parents)
+    anc = np.array([J if p < 0 else p for p in parents] + [J], dtype=np.int32)
+    depth = np.zeros(J, dtype=np.int64)
+    for j, p in enumerate(parents):  # trace-time only, on the static tuple
+        depth[j] = 1 if p < 0 else depth[p] + 1
+    steps = int(math.ceil(math.log2(depth.max()))) if depth.max() > 1 else 0
+    return anc, steps
+
+
+def forward_kinematics(
+    rots: Float[Array, "joints 3 3"], rest: Float[Array, "joints 3"], parents: tuple[int, ...]
+) -> tuple[Float[Array, "joints 3 3"], Float[Array, "joints 3"]]:
+    """World rotation and position of every joint for local rotations `rots` about the rest joints `rest`.
+
+    Joint j's local transform is (R_j, J_j - J_parent(j)) (root: (R_0, J_0)), SMPL Eq. 4. Returns (world_R, world_t);
+    world_t are the posed joint positions (no global translation).
+    """
+    J = len(parents)
+    anc, steps = _tree_plan(tuple(parents))
+    par = np.array([max(p, 0) for p in parents], dtype=np.int32)
+    has_parent = np.array([p >= 0 for p in parents], dtype=rest.dtype)[:, None]
+    rel_t = rest - has_parent * rest[par]
+    eye = jnp.eye(3, dtype=rots.dtype)[None]
+    R = jnp.concatenate([rots, eye], axis=0)  # [J+1,3,3]; index J = virtual identity root
+    t = jnp.concatenate([rel_t, jnp.zeros((1, 3), rest.dtype)], axis=0)
+    for _ in range(steps):  # log2(depth) static steps, each full width over joints
+        Ra, ta = R[anc], t[anc]
+        t = _mv(Ra, t) + ta
+        R = _mm(Ra, R)
+        anc = anc[anc]
+    return R[:J], t[:J]
+
+
+def skinning_transforms(
+    world_R: Float[Array, "joints 3 3"], world_t: Float[Array, "joints 3"], rest: Float[Array, "joints 3"]
+) -> Float[Array, "joints 12"]:
+    """Per-joint LBS transforms with the rest pose removed, G_j * G_j(rest)^-1 = [R_j | t_j - R_j J_j] (SMPL Eq. 3),
+    flattened as 9 rotation entries (row-major) then 3 translation entries."""
+    t = world_t - _mv(world_R, rest)
+    return jnp.concatenate([world_R.reshape(-1, 9), t], axis=-1)
+
+
+def skin_vertices(
+    v_template: Float[Array, "n 3"],
+    shapedirs: Float[Array, "n 3 betas"],
+    posedirs: Float[Array, "n 3 posefeat"],
+    weights: Float[Array, "n joints"],
+    betas: Float[Array, "betas"],
+    rots: Float[Array, "joints 3 3"],
+    A: Float[Array, "joints 12"],
+    pose_blend: bool,
+) -> Float[Array, "n 3"]:
+    """Blend shapes + LBS for a set of n vertices (the full mesh or the keypoint sub-model). No translation."""
+    v = v_template + shapedirs @ betas
+    if pose_blend:  # static: skipped entirely for models without pose correctives (Anny)
+        eye = jnp.eye(3, dtype=rots.dtype)
+        pose_feature = (rots[1:] - eye).reshape(-1)
+        v = v + posedirs @ pose_feature
+    T = weights @ A  # [n,12]: blended transforms (one GEMM over all vertices; under vmap one GEMM over the batch)
+    n = v.shape[0]
+    return _mv(T[:, :9].reshape(n, 3, 3), v) + T[:, 9:]
+
+
+def _pose(model: BodyModel, params: SmplParams):
+    rots = axis_angle_to_matrix(params.full_pose().astype(model.dtype))
+    rest = rest_joints(model, params.betas.astype(model.dtype))
+    world_R, world_t = forward_kinematics(rots, rest, model.parents)
+    return rots, rest, world_R, world_t
+
+
+def smpl_joints(model: BodyModel, params: SmplParams) -> Float[Array, "joints 3"]:
+    """Posed SMPL joints (metres, world frame) of one person-frame, without skinning any vertex."""
+    _, _, _, world_t = _pose(model, params)
+    return world_t + params.transl.astype(model.dtype)
+
+
+def smpl_joints_keypoints(model: BodyModel, params: SmplParams) -> BodyOutput:
+    """Joints and model keypoints of one person-frame; only the keypoint sub-model's vertices are skinned.
+
+    Returns BodyOutput(vertices=None, joints f[joints,3], keypoints f[kpts,3]) in metres. Keypoints equal those of
+    `smpl_forward` exactly (the skipped vertices have zero regressor weight).
+    """
+    rots, rest, world_R, world_t = _pose(model, params)
+    transl = params.transl.astype(model.dtype)
+    joints = world_t + transl
+    A = skinning_transforms(world_R, world_t, rest)
+    sk = model.kpt_skin
+    v = skin_vertices(sk.v_template, sk.shapedirs, sk.posedirs, sk.weights, params.betas.astype(model.dtype), rots,
+                      A, model.pose_blend) + transl
+    kpts = sk.regressor @ v + model.kpt_joint_map @ joints
+    return BodyOutput(vertices=None, joints=joints, keypoints=kpts)
+
+
+def smpl_forward(model: BodyModel, params: SmplParams) -> BodyOutput:
+    """Full SMPL forward pass of one person-frame: BodyOutput(vertices f[verts,3], joints f[joints,3],
+    keypoints f[kpts,3]), metres, world frame (transl applied to all three)."""
+    rots, rest, world_R, world_t = _pose(model, params)
+    transl = params.transl.astype(model.dtype)
+    joints = world_t + transl
+    A = skinning_transforms(world_R, world_t, rest)
+    verts = skin_vertices(model.v_template, model.shapedirs, model.posedirs, model.weights,
+                          params.betas.astype(model.dtype), rots, A, model.pose_blend) + transl
+    sk = model.kpt_skin
+    kpts = sk.regressor @ verts[sk.vertex_ids] + model.kpt_joint_map @ joints
+    return BodyOutput(vertices=verts, joints=joints, keypoints=kpts)
+
+
+def _lift(kernel: Callable[[BodyModel, SmplParams], object]) -> Callable[[BodyModel, SmplParams], object]:
+    """Lift a one-person-frame kernel to any leading batch shape by nested vmap.
+
+    global_orient / body_pose define the batch shape B (e.g. [people, frames]). betas and transl may carry B or a
+    prefix of it and are broadcast over the rest: betas [people, 10] with poses [people, frames, 69] gives one shape
+    per person for the whole sequence (PIPELINE.md 1.5) without materializing copies.
+    """
+
+    def batched(model: BodyModel, params: SmplParams):
+        batch = tuple(jnp.shape(params.global_orient)[:-1])
+        nb = len(batch)
+        if tuple(jnp.shape(params.body_pose)[:-1]) != batch:
+            raise ValueError(f"body_pose batch shape {jnp.shape(params.body_pose)[:-1]} != global_orient's {batch}")
+        n_beta = jnp.ndim(params.betas) - 1
+        n_transl = jnp.ndim(params.transl) - 1
+        for field, n in (("betas", n_beta), ("transl", n_transl)):
+            shp = tuple(jnp.shape(getattr(params, field))[:-1])
+            if n > nb or shp != batch[:n]:
+                raise ValueError(f"{field} batch shape {shp} must equal or prefix the pose batch shape {batch}")
+        fn = kernel
+        for level in reversed(range(nb)):
+            axes = SmplParams(global_orient=0, body_pose=0, betas=0 if level < n_beta else None,
+                              transl=0 if level < n_transl else None)
+            fn = jax.vmap(fn, in_axes=(None, axes))
+        return fn(model, params)
+
+    batched.__name__ = kernel.__name__ + "_batch"
+    batched.__doc__ = f"`{kernel.__name__}` lifted to leading batch dims (see `_lift`).\n\n{kernel.__doc__}"
+    return batched
+
+
+smpl_forward_batch = _lift(smpl_forward)
+smpl_joints_batch = _lift(smpl_joints)
+smpl_joints_keypoints_batch = _lift(smpl_joints_keypoints)

@@ -1,0 +1,255 @@
+"""Three-stage whole-sequence body fit (PIPELINE.md 1.5, Harmony4D Table 1, EgoHumans schedule), in one jit.
+
+Stages are data: a tuple of static `StageSpec` (free parameter groups, iteration count, optimizer, keypoint subset,
+whether the collision term is evaluated) and a matching tuple of traced `StageWeights` (loss weights and learning
+rate). Changing a weight or a learning rate never recompiles; changing which groups are free or how many iterations
+run does (it changes the program).
+
+Each stage optimizes only its free groups (the others are closed over), so frozen groups cost no gradient work and
+L-BFGS line searches see the true objective. Every stage restarts its optimizer state, as EgoHumans creates a new
+optimizer per stage; the stage schedule repeats for `epochs` epochs inside one `lax.scan`.
+
+Layout: the fit works people-major (`[people, frames, ...]`) so that one betas vector per person broadcasts over
+frames; `fit_sequence` takes and returns the frames-major layout of FORMATS.md.
+
+Differentiability: with Adam stages (default) the whole fit is a `lax.scan` and reverse-mode differentiable, so
+hypergradients w.r.t. loss weights, keypoints or cameras work. optax's L-BFGS with zoom line search runs a
+`while_loop` that reverse mode cannot differentiate; use it for speed, not for hypergradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jaxtyping import Array, Bool, Float
+
+from h4djax.body.keypoints import coco_fit_points
+from h4djax.body.lbs import smpl_forward_batch, smpl_joints_keypoints_batch
+from h4djax.body.model import BodyModel, SmplParams
+from h4djax.config import FitConfig
+from h4djax.fit import losses
+from h4djax.fit.init import TORSO, init_params
+from h4djax.geometry.rotations import axis_angle_to_matrix, safe_norm
+from h4djax.refine.limbs import LIMBS
+
+GROUPS = ("global_orient", "body_pose", "betas", "transl")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Static structure of one stage (hashable; part of the compiled program)."""
+
+    name: str
+    free: tuple[str, ...]
+    iters: int
+    optimizer: str = "adam"
+    joints: str = "all"
+    use_collision: bool = False
+
+    def __post_init__(self):
+        bad = [g for g in self.free if g not in GROUPS]
+        if bad or not self.free:
+            raise ValueError(f"stage '{self.name}': free groups must be a non-empty subset of {GROUPS}, got {self.free}")
+        if self.optimizer not in ("adam", "lbfgs"):
+            raise ValueError(f"stage '{self.name}': optimizer must be 'adam' or 'lbfgs', got '{self.optimizer}'")
+        if self.joints not in ("all", "torso"):
+            raise ValueError(f"stage '{self.name}': joints must be 'all' or 'torso', got '{self.joints}'")
+
+
+@struct.dataclass
+class StageWeights:
+    """Traced loss weights and learning rate of one stage (Harmony4D Table 1)."""
+
+    w_joint: Float[Array, ""]
+    w_reg: Float[Array, ""]
+    w_limb: Float[Array, ""]
+    w_symm: Float[Array, ""]
+    w_temporal: Float[Array, ""]
+    w_beta: Float[Array, ""]
+    w_collision: Float[Array, ""]
+    learning_rate: Float[Array, ""]
+
+    def vector(self) -> Float[Array, "terms"]:
+        """Weights in `losses.TERMS` order."""
+        return jnp.stack([self.w_joint, self.w_reg, self.w_limb, self.w_symm, self.w_temporal, self.w_beta,
+                          self.w_collision])
+
+
+@struct.dataclass
+class FitSummary:
+    """Per-stage loss history: `history[s]` is f[epochs, iters_s, terms] of UNWEIGHTED terms (losses.TERMS order),
+    `total[s]` f[epochs, iters_s] the weighted objective."""
+
+    history: tuple[Float[Array, "epochs iters terms"], ...]
+    total: tuple[Float[Array, "epochs iters"], ...]
+
+
+def stages_from_config(cfg: FitConfig, collision_available: bool = False
+                       ) -> tuple[tuple[StageSpec, ...], tuple[StageWeights, ...]]:
+    """Split the config's stages into static specs and traced weights.
+
+    The collision term is evaluated (and needs the full mesh) only in stages whose configured w_collision is
+    non-zero; turning it on or off is a structural change (recompiles), its value is not.
+    """
+    specs, weights = [], []
+    for st in cfg.stages:
+        use_col = st.w_collision != 0.0
+        if use_col and not collision_available:
+            raise ValueError(f"stage '{st.name}' has w_collision={st.w_collision} but no collision term was given")
+        specs.append(StageSpec(name=st.name, free=tuple(st.free), iters=st.iters, optimizer=st.optimizer,
+                               joints=st.joints, use_collision=use_col))
+        weights.append(StageWeights(*(jnp.asarray(getattr(st, f), jnp.float32) for f in (
+            "w_joint", "w_reg", "w_limb", "w_symm", "w_temporal", "w_beta", "w_collision", "learning_rate"))))
+    return tuple(specs), tuple(weights)
+
+
+def make_targets(keypoints: Float[Array, "frames people 17 3"], weight: Float[Array, "frames people 17"],
+                 frame_mask: Float[Array, "frames"] | None = None) -> losses.FitTargets:
+    """Targets for one sequence from frames-major keypoints (metres) and per-keypoint weights in [0, 1]."""
+    F, P = keypoints.shape[:2]
+    fm = jnp.ones((F,), keypoints.dtype) if frame_mask is None else frame_mask.astype(keypoints.dtype)
+    kp = jnp.swapaxes(keypoints, 0, 1)
+    w = jnp.swapaxes(weight, 0, 1).astype(keypoints.dtype) * fm[None, :, None]
+    kp = jnp.where(w[..., None] > 0, kp, 0.0)  # NaN-free even where the input had NaN at invalid keypoints
+    lengths = safe_norm(kp[..., LIMBS[:, 0], :] - kp[..., LIMBS[:, 1], :])
+    ok = (w[..., LIMBS[:, 0]] > 0) & (w[..., LIMBS[:, 1]] > 0)
+    # Median over valid frames without NaN arithmetic: sort with invalid entries pushed to +inf.
+    big = jnp.where(ok, lengths, jnp.inf)
+    srt = jnp.sort(big, axis=1)
+    n = ok.sum(axis=1)
+    lo = jnp.take_along_axis(srt, jnp.maximum((n - 1) // 2, 0)[:, None, :], axis=1)[:, 0]
+    hi = jnp.take_along_axis(srt, jnp.maximum(n // 2, 0)[:, None, :], axis=1)[:, 0]
+    med = jnp.where(n > 0, 0.5 * (lo + hi), 0.0)
+    return losses.FitTargets(keypoints=kp, weight=w, frame_mask=jnp.broadcast_to(fm, (P, F)),
+                             limb_lengths=med, limb_weight=(n > 0).astype(keypoints.dtype))
+
+
+CollisionFn = Callable[[Float[Array, "people frames verts 3"], Float[Array, "people frames"]], Float[Array, ""]]
+
+
+def _terms(model: BodyModel, params: SmplParams, targets: losses.FitTargets, spec: StageSpec,
+           collision_fn: CollisionFn | None) -> Float[Array, "terms"]:
+    """All unweighted loss terms of one sequence in `losses.TERMS` order."""
+    if spec.use_collision:
+        out = smpl_forward_batch(model, params)
+        col = collision_fn(out.vertices, targets.frame_mask)
+    else:
+        out = smpl_joints_keypoints_batch(model, params)  # joints-only path: no 13k-vertex skinning
+        col = jnp.zeros((), targets.keypoints.dtype)
+    pts = coco_fit_points(model, out)
+    joint_mask = jnp.zeros((17,), pts.dtype).at[jnp.asarray(TORSO)].set(1.0) if spec.joints == "torso" \
+        else jnp.ones((17,), pts.dtype)
+    rots = axis_angle_to_matrix(params.full_pose())
+    person_mask = (targets.frame_mask.sum(axis=1) > 0).astype(pts.dtype)
+    return jnp.stack([
+        losses.joint_term(pts, targets, joint_mask),
+        losses.pose_reg_term(params.body_pose, targets.frame_mask),
+        losses.limb_term(pts, targets),
+        losses.symmetry_term(pts, targets),
+        losses.temporal_term(rots, targets.frame_mask),
+        losses.beta_term(params.betas, person_mask),
+        col,
+    ])
+
+
+def _optimizer(spec: StageSpec, lr: Array) -> optax.GradientTransformationExtraArgs:
+    if spec.optimizer == "adam":
+        return optax.adam(lr)
+    # optax's L-BFGS with zoom line search (the learning rate is unused; the line search picks steps).
+    return optax.lbfgs()
+
+
+def _run_stage(model: BodyModel, params: SmplParams, targets: losses.FitTargets, spec: StageSpec,
+               weights: StageWeights, collision_fn: CollisionFn | None):
+    """Optimize the free groups of `params` for `spec.iters` iterations; returns (params, history, total)."""
+    free = {g: getattr(params, g) for g in spec.free}
+    w = weights.vector()
+
+    def objective(free_):
+        p = params.replace(**free_)
+        terms = _terms(model, p, targets, spec, collision_fn)
+        return jnp.dot(w, terms), terms
+
+    opt = _optimizer(spec, weights.learning_rate)
+    state = opt.init(free)
+
+    if spec.optimizer == "adam":
+        def step(carry, _):
+            x, s = carry
+            (value, terms), g = jax.value_and_grad(objective, has_aux=True)(x)
+            upd, s = opt.update(g, s, x)
+            return (optax.apply_updates(x, upd), s), (terms, value)
+    else:
+        value_fn = lambda x: objective(x)[0]  # noqa: E731
+        value_and_grad = optax.value_and_grad_from_state(value_fn)
+
+        def step(carry, _):
+            x, s = carry
+            value, g = value_and_grad(x, state=s)
+            terms = objective(x)[1]
+            upd, s = opt.update(g, s, x, value=value, grad=g, value_fn=value_fn)
+            return (optax.apply_updates(x, upd), s), (terms, value)
+
+    (free, _), (history, total) = jax.lax.scan(step, (free, state), None, length=spec.iters)
+    return params.replace(**free), history, total
+
+
+def fit_targets(model: BodyModel, targets: losses.FitTargets, specs: tuple[StageSpec, ...],
+                weights: tuple[StageWeights, ...], epochs: int, init: SmplParams | None = None,
+                collision_fn: CollisionFn | None = None) -> tuple[SmplParams, FitSummary]:
+    """Fit one sequence (people-major targets); returns people-major SmplParams and the loss history."""
+    if init is None:
+        kp = jnp.swapaxes(targets.keypoints, 0, 1)
+        valid = jnp.swapaxes(targets.weight > 0, 0, 1)
+        init = init_params(model, kp, valid)  # frames-major poses, [P, B] betas
+        init = jax.lax.stop_gradient(SmplParams(
+            global_orient=jnp.swapaxes(init.global_orient, 0, 1), body_pose=jnp.swapaxes(init.body_pose, 0, 1),
+            betas=init.betas, transl=jnp.swapaxes(init.transl, 0, 1)))
+
+    def epoch(params, _):
+        hist, tot = [], []
+        for spec, wts in zip(specs, weights):  # static, a handful of stages
+            params, h, t = _run_stage(model, params, targets, spec, wts, collision_fn)
+            hist.append(h)
+            tot.append(t)
+        return params, (tuple(hist), tuple(tot))
+
+    params, (hist, tot) = jax.lax.scan(epoch, init, None, length=epochs)
+    return params, FitSummary(history=hist, total=tot)
+
+
+def to_frames_major(params: SmplParams) -> SmplParams:
+    """People-major fit parameters -> FORMATS.md layout (global_orient/body_pose/transl [F,P,...], betas [P,B])."""
+    sw = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+    return SmplParams(global_orient=sw(params.global_orient), body_pose=sw(params.body_pose), betas=params.betas,
+                      transl=sw(params.transl))
+
+
+def fit_sequence(model: BodyModel, keypoints: Float[Array, "frames people 17 3"],
+                 weight: Float[Array, "frames people 17"], specs: tuple[StageSpec, ...],
+                 weights: tuple[StageWeights, ...], epochs: int, frame_mask: Float[Array, "frames"] | None = None,
+                 collision_fn: CollisionFn | None = None) -> tuple[SmplParams, FitSummary]:
+    """Fit the body model to one sequence of COCO-17 keypoints (metres).
+
+    keypoint weights in [0, 1] (0 = invalid); returns SmplParams in FORMATS.md layout and the loss history.
+    Jit with `specs`, `epochs` and `collision_fn` static (see `fit_batch` for the compiled entry point).
+    """
+    targets = make_targets(keypoints, weight, frame_mask)
+    params, summary = fit_targets(model, targets, specs, weights, epochs, collision_fn=collision_fn)
+    return to_frames_major(params), summary
+
+
+def _fit_batch(model, keypoints, weight, frame_mask, weights, specs, epochs, collision_fn):
+    fn = lambda k, w, m: fit_sequence(model, k, w, specs, weights, epochs, m, collision_fn)  # noqa: E731
+    return jax.vmap(fn)(keypoints, weight, frame_mask)
+
+
+fit_batch = jax.jit(_fit_batch, static_argnames=("specs", "epochs", "collision_fn"))
+"""Fit a padded batch of sequences: keypoints f[batch, frames, people, 17, 3], weight f[batch, frames, people, 17],
+frame_mask f[batch, frames]; weights a tuple of StageWeights (traced). vmapped over the batch axis, which can be
+sharded over devices with `jax.sharding` (sequences are independent)."""

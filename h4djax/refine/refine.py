@@ -1,0 +1,340 @@
+"""Whole-sequence 3D keypoint refinement (PIPELINE.md 1.4) as one jittable, differentiable function.
+
+    result = refine(xyz, valid, weights, options, frame_mask=None)
+
+1. Pre-processing (gapfill.py, EgoHumans `refine_pose3d`): polynomial gap filling, limb-outlier rejection and
+   refill, Savitzky-Golay smoothing.
+2. Optimization of w_limb L_limb + w_symm L_symm + w_temporal L_temporal + w_data L_data (losses.py) over all
+   frames and people at once, starting from the pre-processed sequence, with Optax: L-BFGS + zoom line search
+   (EgoHumans: torch LBFGS with strong-Wolfe line search) or Adam. The iterations are a `lax.scan` with a
+   pre-sized per-iteration, per-term loss history; after convergence (relative decrease <= ftol) the remaining
+   iterations are skipped with `lax.cond`.
+
+Static vs traced: `RefineOptions` (iteration count, optimizer, modes, windows) is a static argument; every number
+in `RefineWeights` (loss weights, filled-joint weight, norm epsilon, outlier sigma, learning rate, ftol) is a traced
+leaf, so changing it never recompiles.
+
+Differentiability: `jax.grad` of anything in the result w.r.t. xyz (or the weights) works. It differentiates the
+unrolled iterations: gap filling (a batched linear solve), smoothing, and every optimizer step. The line search is
+run on stop-gradient copies of its inputs (its `while_loop` has no reverse mode) and the accepted step size is
+treated as a constant; the gradient is then exact wherever the step size is locally constant, which holds for the
+backtracking line search (steps are powers of its decrease factor) and for Adam, and for the zoom line search
+whenever it accepts its initial unit step. Reverse mode stores the optimizer state per iteration (about
+2 * memory_size copies of y for L-BFGS).
+
+Batches: xyz [B, F, P, 17, 3] with frame_mask [B, F] refines B independent sequences padded (at the end) to the
+same length F (vmap). A padded person is one whose joints are all invalid: it contributes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jaxtyping import Array, Bool, Float, Int
+
+from h4djax.config import RefineConfig
+from h4djax.errors import ConfigError, H4DError
+from h4djax.refine.gapfill import LONG_GAP_MODES, limb_lengths, limb_presence, preprocess
+from h4djax.refine.limbs import NUM_KPTS
+from h4djax.refine.losses import (
+    LIMB_MODES,
+    TEMPORAL_PENALTIES,
+    TERM_NAMES,
+    RefineObs,
+    loss_terms,
+    masked_median,
+)
+
+OPTIMIZERS = ("lbfgs", "adam")
+LINESEARCHES = ("zoom", "backtracking")
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """Static (structural) settings: changing one recompiles. Build from the config with `from_config`."""
+
+    iters: int = 200
+    optimizer: str = "lbfgs"
+    linesearch: str = "zoom"
+    linesearch_steps: int = 20
+    memory_size: int = 10
+    interp_window: int = 10
+    interp_order: int = 3
+    long_gap: str = "linear"
+    savgol_window: int = 5
+    savgol_order: int = 3
+    limb_mode: str = "temporal"
+    temporal_penalty: str = "squared"
+
+    def __post_init__(self) -> None:
+        choices = {
+            "optimizer": OPTIMIZERS, "linesearch": LINESEARCHES, "long_gap": LONG_GAP_MODES,
+            "limb_mode": LIMB_MODES, "temporal_penalty": TEMPORAL_PENALTIES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"refine.{name}: {getattr(self, name)!r} is not one of {allowed}")
+        for name in ("iters", "linesearch_steps", "memory_size", "interp_order"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"refine.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.interp_window < 0:
+            raise ConfigError(f"refine.interp_window: must be >= 0, got {self.interp_window}")
+        if self.savgol_window > self.savgol_order and self.savgol_window % 2 == 0:
+            raise ConfigError(f"refine.savgol_window: must be odd (or <= savgol_order to disable), got {self.savgol_window}")
+
+    @classmethod
+    def from_config(cls, cfg: RefineConfig) -> RefineOptions:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{name: getattr(cfg, name) for name in names})
+
+
+@struct.dataclass
+class RefineWeights:
+    """Traced numeric settings (scalars). Loss weights are those of PIPELINE.md 1.4 (all 1 in the paper)."""
+
+    w_limb: Float[Array, ""]
+    w_symm: Float[Array, ""]
+    w_temporal: Float[Array, ""]
+    w_data: Float[Array, ""]
+    w_filled: Float[Array, ""]
+    """Data-term weight of gap-filled joints (observed joints weigh 1)."""
+    norm_eps: Float[Array, ""]
+    """Charbonnier smoothing of the limb |.| (m)."""
+    outlier_sigma: Float[Array, ""]
+    """Limb-length outlier threshold in standard deviations (<= 0 disables)."""
+    learning_rate: Float[Array, ""]
+    """Adam step (m); unused by L-BFGS (line search)."""
+    ftol: Float[Array, ""]
+    """Stop when |f_prev - f| <= ftol * |f_prev| (0: run all iterations)."""
+
+    @classmethod
+    def from_config(cls, cfg: RefineConfig, dtype: jnp.dtype = jnp.float32) -> RefineWeights:
+        return cls(**{f.name: jnp.asarray(getattr(cfg, f.name), dtype) for f in dataclasses.fields(cls)})
+
+    def term_weights(self) -> Float[Array, "4"]:
+        """[w_limb, w_symm, w_temporal, w_data] (losses.TERM_NAMES order)."""
+        return jnp.stack([self.w_limb, self.w_symm, self.w_temporal, self.w_data])
+
+
+@struct.dataclass
+class RefineSummary:
+    """Diagnostics of one refinement (leading batch axis when refining a batch)."""
+
+    loss_history: Float[Array, "iters 4"]
+    """Unweighted terms after each iteration, columns in `term_names` order; after convergence the last values repeat."""
+    total_history: Float[Array, "iters"]
+    """Weighted objective after each iteration."""
+    initial_terms: Float[Array, "4"]
+    """Unweighted terms at the pre-processed sequence (before the first iteration)."""
+    num_iters: Int[Array, ""]
+    """Iterations actually taken."""
+    converged: Bool[Array, ""]
+    """The ftol criterion stopped the loop before `iters`."""
+    num_filled: Int[Array, ""]
+    num_outliers: Int[Array, ""]
+    term_names: tuple[str, ...] = struct.field(pytree_node=False, default=TERM_NAMES)
+
+
+@struct.dataclass
+class RefineResult:
+    """Output of `refine` (frames >= the real length are absent)."""
+
+    xyz: Float[Array, "frames people kpts 3"]
+    """Refined positions (m); 0 where absent."""
+    valid: Bool[Array, "frames people kpts"]
+    """Has a value: observed or filled (FORMATS.md `joints3d[..., 3]`)."""
+    filled: Bool[Array, "frames people kpts"]
+    """Value comes from gap filling (missing or rejected input), not from the triangulation."""
+    outlier: Bool[Array, "frames people kpts"]
+    """Valid input rejected as a limb-length outlier (then refilled; filled is True there too)."""
+    target: Float[Array, "frames people kpts 3"]
+    """Pre-processed sequence (filled, smoothed): the optimization's start and data target."""
+    summary: RefineSummary
+
+
+def _stepsize_only(linesearch: optax.GradientTransformationExtraArgs) -> optax.GradientTransformationExtraArgs:
+    """Run an Optax line search on stop-gradient inputs and apply its step size to the differentiable direction.
+
+    Optax line searches loop with `lax.while_loop`, which has no reverse-mode rule. The search only chooses a
+    scalar step size; treating it as a constant keeps the update y + eta * d differentiable through d (the L-BFGS
+    direction), see the module docstring for when this is exact.
+    """
+
+    def init_fn(params):
+        return linesearch.init(params)
+
+    def update_fn(updates, state, params=None, *, value, grad, value_fn, **extra):
+        sg = jax.lax.stop_gradient
+        _, new_state = linesearch.update(
+            sg(updates), state, sg(params), value=sg(value), grad=sg(grad), value_fn=value_fn, **extra
+        )
+        eta = sg(new_state.learning_rate)
+        return jax.tree.map(lambda u: (eta * u).astype(u.dtype), updates), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _make_optimizer(options: RefineOptions, learning_rate: Array) -> optax.GradientTransformationExtraArgs:
+    if options.optimizer == "adam":
+        # eps_root > 0: d sqrt(nu)/d nu is infinite at nu = 0 (joints with zero gradient), which would put NaNs in
+        # reverse-mode gradients through the optimizer (optax docs on differentiating through adam).
+        return optax.with_extra_args_support(optax.adam(learning_rate, eps_root=1e-16))
+    if options.linesearch == "zoom":
+        ls = optax.scale_by_zoom_linesearch(max_linesearch_steps=options.linesearch_steps, initial_guess_strategy="one")
+    else:
+        ls = optax.scale_by_backtracking_linesearch(max_backtracking_steps=options.linesearch_steps)
+    # optax.lbfgs(...) is exactly chain(scale_by_lbfgs, scale(-1), linesearch); spelled out to wrap the search.
+    return optax.chain(
+        optax.scale_by_lbfgs(memory_size=options.memory_size),
+        optax.scale(-1.0),
+        _stepsize_only(ls),
+    )
+
+
+def _guard_lbfgs_state(state, y: Array, grad: Array, done: Array):
+    """Keep the skipped branch of a finished sequence finite under vmap.
+
+    Under vmap, `lax.cond` runs both branches; for a finished sequence the L-BFGS update would see a zero step, and
+    optax's `where(v == 0, 0, 1 / v)` has an infinite derivative at v = 0, i.e. NaN reverse-mode gradients even
+    though the branch is discarded. Shifting the stored params/gradient of that (discarded) branch makes v != 0.
+    """
+    lbfgs_state = state[0]
+    lbfgs_state = lbfgs_state._replace(
+        params=jnp.where(done, y + 1.0, lbfgs_state.params),
+        updates=jnp.where(done, grad + 1.0, lbfgs_state.updates),
+    )
+    return (lbfgs_state,) + tuple(state[1:])
+
+
+def _optimize(y0: Array, obs: RefineObs, weights: RefineWeights, options: RefineOptions):
+    w = weights.term_weights()
+    fun = lambda y: jnp.dot(w, loss_terms(y, obs))
+    obs_sg, w_sg = jax.lax.stop_gradient((obs, w))
+    fun_sg = lambda y: jnp.dot(w_sg, loss_terms(y, obs_sg))
+    opt = _make_optimizer(options, weights.learning_rate)
+    tiny = jnp.finfo(y0.dtype).tiny
+
+    terms0 = loss_terms(y0, obs)
+    f0 = jnp.dot(w, terms0)
+    g0 = jax.grad(fun_sg)(y0)
+    done0 = ~jnp.any(g0 != 0)  # nothing to optimize (e.g. an all-invalid padded sequence)
+
+    def step(y, state, done):
+        value, grad = jax.value_and_grad(fun)(y)
+        if options.optimizer == "lbfgs":
+            state = _guard_lbfgs_state(state, y, grad, done)
+        updates, state = opt.update(grad, state, y, value=value, grad=grad, value_fn=fun_sg)
+        return optax.apply_updates(y, updates), state
+
+    def body(carry, _):
+        y, state, f_prev, done, n_iter = carry
+        y_new, state = jax.lax.cond(done, lambda y, s, d: (y, s), step, y, state, done)
+        terms = loss_terms(y_new, obs)
+        f_new = jnp.dot(w, terms)
+        finite = jnp.isfinite(f_new)
+        # A non-finite step is rejected and ends the loop (the line search should never produce one).
+        y_new = jnp.where(finite, y_new, y)
+        terms = jnp.where(finite, terms, loss_terms(y, obs))
+        f_new = jnp.where(finite, f_new, f_prev)
+        small = jnp.abs(f_prev - f_new) <= weights.ftol * jnp.maximum(jnp.abs(f_prev), tiny)
+        n_iter = n_iter + (~done).astype(n_iter.dtype)
+        return (y_new, state, f_new, done | small | ~finite, n_iter), (terms, f_new)
+
+    carry0 = (y0, opt.init(y0), f0, done0, jnp.zeros((), jnp.int32))
+    (y, _, _, done, n_iter), (history, totals) = jax.lax.scan(body, carry0, None, length=options.iters)
+    converged = done & (n_iter < options.iters)
+    return y, history, totals, terms0, n_iter, converged
+
+
+def _refine_one(xyz, valid, weights: RefineWeights, options: RefineOptions, frame_mask) -> RefineResult:
+    frames = xyz.shape[0]
+    num_frames = jnp.sum(frame_mask).astype(jnp.int32)
+    # Padded frames are assumed to follow the real ones; a frame mask with holes is treated as its prefix length.
+    in_seq = (jnp.arange(frames) < num_frames)[:, None, None]
+    valid = valid & in_seq
+    pre = preprocess(
+        xyz, valid, num_frames, weights.outlier_sigma,
+        window=options.interp_window, order=options.interp_order, long_gap=options.long_gap,
+        savgol_window=options.savgol_window, savgol_order=options.savgol_order,
+    )
+    filled = pre.present & ~pre.observed
+    dtype = xyz.dtype
+    data_weight = jnp.where(pre.observed, 1.0, jnp.where(filled, weights.w_filled, 0.0)).astype(dtype)
+    # "median" limb targets from the raw triangulation (observed joints only), robust to the remaining outliers.
+    raw = jnp.where(pre.observed[..., None], xyz, 0.0)
+    limb_target, limb_target_valid = masked_median(limb_lengths(raw), limb_presence(pre.observed))
+    obs = RefineObs(
+        target=pre.xyz, data_weight=data_weight, present=pre.present,
+        limb_target=limb_target, limb_target_valid=limb_target_valid,
+        num_frames=num_frames.astype(dtype), norm_eps=weights.norm_eps,
+        limb_mode=options.limb_mode, temporal_penalty=options.temporal_penalty,
+    )
+    y, history, totals, terms0, n_iter, converged = _optimize(pre.xyz, obs, weights, options)
+    y = jnp.where(pre.present[..., None], y, 0.0)
+    summary = RefineSummary(
+        loss_history=history, total_history=totals, initial_terms=terms0, num_iters=n_iter, converged=converged,
+        num_filled=jnp.sum(filled).astype(jnp.int32), num_outliers=jnp.sum(pre.outlier).astype(jnp.int32),
+    )
+    return RefineResult(xyz=y, valid=pre.present, filled=filled, outlier=pre.outlier, target=pre.xyz, summary=summary)
+
+
+@functools.partial(jax.jit, static_argnames=("options",))
+def refine(
+    xyz: Float[Array, "*batch frames people kpts 3"],
+    valid: Bool[Array, "*batch frames people kpts"],
+    weights: RefineWeights,
+    options: RefineOptions = RefineOptions(),
+    frame_mask: Bool[Array, "*batch frames"] | None = None,
+) -> RefineResult:
+    """Refine COCO-17 3D keypoint sequences (see module docstring).
+
+    Args:
+      xyz: triangulated keypoints (m), f[F, P, 17, 3] or a batch f[B, F, P, 17, 3]; values where `valid` is False
+        are ignored (NaN allowed).
+      valid: b[F, P, 17] (or [B, F, P, 17]) triangulation succeeded.
+      weights: traced numeric settings (`RefineWeights.from_config(cfg)`); cast to xyz's dtype.
+      options: static settings (`RefineOptions.from_config(cfg)`).
+      frame_mask: b[F] (or [B, F]) real frames, padding at the end; None = all real.
+
+    Returns:
+      RefineResult (fields batched like the input).
+    """
+    if xyz.ndim not in (4, 5) or xyz.shape[-1] != 3 or xyz.shape[-2] != NUM_KPTS:
+        raise H4DError(f"refine: xyz must be [(B,) F, P, {NUM_KPTS}, 3], got {xyz.shape}")
+    if valid.shape != xyz.shape[:-1]:
+        raise H4DError(f"refine: valid must be {xyz.shape[:-1]} (xyz without the last axis), got {valid.shape}")
+    batch_shape = xyz.shape[:-4] + xyz.shape[-4:-3]  # (B, F) or (F,)
+    if frame_mask is None:
+        frame_mask = jnp.ones(batch_shape, bool)
+    if frame_mask.shape != batch_shape:
+        raise H4DError(f"refine: frame_mask must be {batch_shape}, got {frame_mask.shape}")
+    dtype = xyz.dtype if jnp.issubdtype(xyz.dtype, jnp.floating) else jnp.float32
+    xyz = xyz.astype(dtype)
+    weights = jax.tree.map(lambda a: jnp.asarray(a, dtype), weights)
+    valid = valid.astype(bool)
+    frame_mask = frame_mask.astype(bool)
+    run = functools.partial(_refine_one, weights=weights, options=options)
+    if xyz.ndim == 5:
+        return jax.vmap(lambda x, v, m: run(x, v, frame_mask=m))(xyz, valid, frame_mask)
+    return run(xyz, valid, frame_mask=frame_mask)
+
+
+def refine_keypoints(
+    xyz: np.ndarray | Array,
+    valid: np.ndarray | Array,
+    config: RefineConfig | None = None,
+    frame_mask: np.ndarray | Array | None = None,
+) -> RefineResult:
+    """Host convenience: split a RefineConfig into traced weights and static options, then `refine` (float32)."""
+    config = config or RefineConfig()
+    return refine(
+        jnp.asarray(xyz, jnp.float32), jnp.asarray(valid, bool), RefineWeights.from_config(config),
+        RefineOptions.from_config(config), None if frame_mask is None else jnp.asarray(frame_mask, bool),
+    )

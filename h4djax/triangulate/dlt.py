@@ -1,0 +1,174 @@
+"""Direct linear transform (DLT) triangulation on the undistorted normalized image plane, batched and NaN-free.
+
+For a view with normalized observation ``(x, y)`` and 3x4 matrix ``P = [R | t]`` (no K: the observation is already
+undistorted and normalized, PIPELINE.md 1.3), the two DLT rows are ``x P[2] - P[0]`` and ``y P[2] - P[1]``
+(Hartley & Zisserman, "Multiple View Geometry", 2nd ed., 12.2). The homogeneous point is the right singular vector
+of the stacked rows ``A`` with the smallest singular value, i.e. the eigenvector of the 4x4 normal matrix
+``M = A^T A`` with the smallest eigenvalue. EgoHumans (``Triangulator.triangulate_point_from_multiple_views_linear``,
+after learnable-triangulation-pytorch) scales each view's rows by ``conf / max(conf)``; the scale by the max
+does not change the solution, only the relative weights do, but we keep it so the normal matrix stays O(1).
+
+Why a hand-written Jacobi eigensolver instead of ``jnp.linalg.eigh``: the robust triangulation solves one 4x4
+problem per view pair, frame, person and joint (190 pairs per joint for 20 cameras), and on CPU XLA's batched
+``eigh`` is a loop over LAPACK calls (about 1.2 us per matrix on the reference machine). Cyclic Jacobi written as
+elementwise array ops over a structure-of-arrays layout fuses into one vectorized loop: 0.39 us per matrix in
+float32 with four sweeps and, in the same measurement, a smaller worst-case eigenvector error than float32 LAPACK
+(Jacobi is known to be more accurate than QR-based solvers for small symmetric matrices: Demmel & Veselic, SIAM
+J. Matrix Anal. Appl. 13, 1992). Its gradient is the gradient of the unrolled rotations, finite as long as the
+rotation angle formula is guarded (see ``_jacobi_rotation``).
+
+World-frame normalization (Hartley & Zisserman 4.4.4): DLT is not invariant to the choice of world frame. With a
+world origin far from the capture volume (COLMAP reconstructions, millimetre units) the normal matrix becomes badly
+conditioned in float32. ``rig_normalization`` returns a similarity ``X = center + scale * X'`` from the camera
+centres; solving in ``X'`` and mapping back makes the result independent of where the world origin is. It changes
+the algebraic DLT minimizer only at the noise level and leaves the later reprojection refinement's optimum
+unchanged; ``normalize=False`` in ``h4djax.triangulate.robust`` reproduces the reference bit for bit.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+__all__ = [
+    "dlt_rows",
+    "normal_matrix",
+    "sym4_smallest_eigvec",
+    "homogeneous_to_point",
+    "dlt_point",
+    "rig_normalization",
+    "normalized_projections",
+    "jacobi_sweeps",
+]
+
+# Cyclic Jacobi order for a 4x4 matrix: disjoint pairs first (each triple of rotations touches every index once).
+_JACOBI_PAIRS = ((0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2))
+
+
+def jacobi_sweeps(dtype) -> int:
+    """Sweeps that bring a 4x4 symmetric matrix to machine-precision diagonal form (quadratic convergence):
+    measured worst-case eigenvector error vs float64 LAPACK on 200k near-singular DLT matrices: 4 sweeps float32
+    ~4e-3 (LAPACK float32: 2.7e-2), 5 sweeps float64 ~1e-9 (conditioning-limited)."""
+    return 4 if jnp.finfo(dtype).bits <= 32 else 5
+
+
+def dlt_rows(P: Float[Array, "... 3 4"], xy: Float[Array, "... 2"]) -> Float[Array, "... 2 4"]:
+    """The two DLT rows ``x P[2] - P[0]``, ``y P[2] - P[1]`` of one view (normalized coordinates)."""
+    r0 = xy[..., 0:1] * P[..., 2, :] - P[..., 0, :]
+    r1 = xy[..., 1:2] * P[..., 2, :] - P[..., 1, :]
+    return jnp.stack([r0, r1], axis=-2)
+
+
+def normal_matrix(rows: Float[Array, "... 2 4"]) -> Float[Array, "... 4 4"]:
+    """Per-view contribution ``A_v^T A_v`` (4x4) of a view's two DLT rows (unweighted)."""
+    return jnp.einsum("...ri,...rj->...ij", rows, rows)
+
+
+def _jacobi_rotation(a_pp, a_qq, a_pq):
+    """tan of the Jacobi rotation angle that zeroes a_pq (Golub & Van Loan 8.5.2), written so it is smooth in a_pq
+    at 0 (t ~ a_pq / (a_qq - a_pp)) and NaN-free when a_pq = 0 and a_pp = a_qq (double-where guard)."""
+    d = a_qq - a_pp
+    sign_d = jnp.where(d >= 0, 1.0, -1.0).astype(d.dtype)
+    r2 = d * d + 4.0 * a_pq * a_pq
+    ok = r2 > 0
+    den = jnp.abs(d) + jnp.sqrt(jnp.where(ok, r2, 1.0))
+    t = jnp.where(ok, 2.0 * a_pq * sign_d / jnp.where(ok, den, 1.0), 0.0)
+    c = jax.lax.rsqrt(1.0 + t * t)
+    return t, c, t * c
+
+
+def sym4_smallest_eigvec(
+    M: Float[Array, "... 4 4"], sweeps: int | None = None
+) -> tuple[Float[Array, "... 4"], Float[Array, "... 4"]]:
+    """Unit eigenvector of the smallest eigenvalue of symmetric 4x4 matrices, and all 4 eigenvalues (unsorted).
+
+    Cyclic Jacobi on a structure-of-arrays layout (each matrix entry is its own array over the batch), so every
+    rotation is a handful of fused elementwise ops. ``sweeps`` (static) defaults to ``jacobi_sweeps(M.dtype)``.
+    """
+    sweeps = jacobi_sweeps(M.dtype) if sweeps is None else sweeps
+    a = [[M[..., i, j] for j in range(4)] for i in range(4)]
+    one = jnp.ones_like(a[0][0])
+    zero = jnp.zeros_like(a[0][0])
+    v = [[one if i == j else zero for j in range(4)] for i in range(4)]
+    for _ in range(sweeps):
+        for p, q in _JACOBI_PAIRS:
+            t, c, s = _jacobi_rotation(a[p][p], a[q][q], a[p][q])
+            for r in range(4):
+                if r in (p, q):
+                    continue
+                arp, arq = a[r][p], a[r][q]
+                a[r][p] = a[p][r] = c * arp - s * arq
+                a[r][q] = a[q][r] = s * arp + c * arq
+            a_pq = a[p][q]
+            a[p][p] = a[p][p] - t * a_pq
+            a[q][q] = a[q][q] + t * a_pq
+            a[p][q] = a[q][p] = zero
+            for r in range(4):
+                vrp, vrq = v[r][p], v[r][q]
+                v[r][p] = c * vrp - s * vrq
+                v[r][q] = s * vrp + c * vrq
+    w = jnp.stack([a[i][i] for i in range(4)], axis=-1)
+    # One-hot selection (not a gather) keeps the gradient flowing to the chosen column only.
+    onehot = jax.nn.one_hot(jnp.argmin(w, axis=-1), 4, dtype=M.dtype)
+    vec = jnp.stack([sum(v[r][k] * onehot[..., k] for k in range(4)) for r in range(4)], axis=-1)
+    return vec, w
+
+
+def homogeneous_to_point(
+    Xh: Float[Array, "... 4"],
+) -> tuple[Float[Array, "... 3"], jax.Array]:
+    """Euclidean point ``Xh[:3] / Xh[3]`` and whether it is finite (|Xh[3]| not ~0: rays not parallel).
+
+    Where the homogeneous coordinate vanishes the point is at infinity; the division is guarded (double-where) and
+    the returned point is 0 there, so no NaN/inf leaks into values or gradients.
+    """
+    w = Xh[..., 3]
+    tiny = jnp.asarray(np.finfo(np.dtype(Xh.dtype)).eps, Xh.dtype) * 16
+    ok = jnp.abs(w) > tiny
+    w_safe = jnp.where(ok, w, 1.0)
+    return jnp.where(ok[..., None], Xh[..., :3] / w_safe[..., None], 0.0), ok
+
+
+def dlt_point(
+    P: Float[Array, "views 3 4"], xy: Float[Array, "views 2"], weight: Float[Array, " views"]
+) -> tuple[Float[Array, "3"], jax.Array]:
+    """Weighted DLT point of one track (kernel; vmap for batches). ``weight`` 0 removes a view.
+
+    Returns the point (frame of ``P``) and a flag that it is finite. Weights are divided by their max (EgoHumans);
+    with no weighted view the normal matrix is replaced by the identity so the solve stays NaN-free (flag False).
+    """
+    wmax = jnp.max(weight)
+    has = wmax > 0
+    w = weight / jnp.where(has, wmax, 1.0)
+    rows = dlt_rows(P, xy) * w[:, None, None]
+    M = jnp.einsum("vri,vrj->ij", rows, rows)
+    M = jnp.where(has, M, jnp.eye(4, dtype=M.dtype))
+    vec, _ = sym4_smallest_eigvec(M)
+    X, finite = homogeneous_to_point(vec)
+    return X, finite & has
+
+
+def rig_normalization(
+    R: Float[Array, "cams 3 3"], t: Float[Array, "cams 3"]
+) -> tuple[Float[Array, "3"], Float[Array, ""]]:
+    """Similarity ``X = center + scale * X'`` that puts the camera centres around the origin at unit RMS distance.
+
+    centre = mean camera centre, scale = RMS distance of the centres to it (1 if all centres coincide, e.g. a
+    single camera). Differentiable in R and t.
+    """
+    C = -jnp.einsum("cji,cj->ci", R, t)
+    center = jnp.mean(C, axis=0)
+    ms = jnp.mean(jnp.sum((C - center) ** 2, axis=-1))
+    ok = ms > 0
+    scale = jnp.where(ok, jnp.sqrt(jnp.where(ok, ms, 1.0)), 1.0)
+    return center, scale
+
+
+def normalized_projections(
+    R: Float[Array, "cams 3 3"], t: Float[Array, "cams 3"], center: Float[Array, "3"], scale: Float[Array, ""]
+) -> Float[Array, "cams 3 4"]:
+    """``P'_v = [scale R_v | R_v center + t_v]``: the normalized-plane projection of ``X'`` with
+    ``X = center + scale * X'`` (identity similarity: ``[R | t]``)."""
+    return jnp.concatenate([scale * R, (jnp.einsum("cij,j->ci", R, center) + t)[..., None]], axis=-1)
