@@ -155,8 +155,17 @@ class CollisionConfig:
     vertex_stride: int = 1
     """Sample every n-th vertex of the other people (1 = all)."""
     method: str = "sdf"
-    """"sdf" (grid, reference behaviour) or "spheres" (per-part sphere proxy, faster)."""
+    """"sdf" (grid, reference behaviour) or "spheres" (inscribed-sphere proxy, faster; docs/collision_report.md)."""
     frame_chunk: int = 64
+    """Frames vmapped together when the loss is evaluated over a sequence (memory bound; see h4djax/collision)."""
+    grid_cube: bool = True
+    """True: cube grid over the largest box extent (EgoHumans); False: per-axis padded box (finer on thin axes)."""
+    robustifier: float = 0.0
+    """Geman-McClure scale in metres on each sampled depth (0 = off, the EgoHumans default)."""
+    builder: str = "fast"
+    """Grid builder: "fast" (ray parity + exact pruned distance; closed meshes) or "brute" (winding numbers)."""
+    n_spheres: int = 128
+    """Number of inscribed spheres of the "spheres" proxy."""
 
 
 @dataclass(frozen=True)

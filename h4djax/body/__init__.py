@@ -5,7 +5,7 @@ Public API (see docs/dev/CONTRACTS.md, section body):
 - `load_body_model(path=None)` -> BodyModel (None = embedded `models/anny_smpl.npz`; `.pkl` / `.npz` otherwise)
 - `smpl_forward(model, params)` -> BodyOutput(vertices, joints, keypoints)   (one person-frame, full mesh)
 - `smpl_joints(model, params)` -> joints f[24,3]                             (no skinning)
-- `smpl_joints_keypoints(model, params)` -> BodyOutput(None, joints, keypoints)  (sparse keypoint skinning)
+- `smpl_joints_keypoints(model, params)` -> BodyOutput(None, joints, keypoints)  (no vertex skinned)
 - `*_batch` versions of the three over any leading batch dims (betas / transl may broadcast from a prefix)
 - `coco_fit_points(model, out)` -> f[...,17,3]  COCO -> SMPL correspondence used by the fit (PIPELINE.md 1.5)
 """
@@ -18,6 +18,7 @@ from h4djax.body.keypoints import (
     coco_fit_points,
 )
 from h4djax.body.lbs import (
+    blend_keypoints,
     forward_kinematics,
     rest_joints,
     skin_vertices,
@@ -35,15 +36,15 @@ from h4djax.body.model import (
     SMPL_PARENTS,
     BodyModel,
     BodyOutput,
-    KeypointSkin,
+    KeypointBlend,
     SmplParams,
     make_body_model,
 )
 
 __all__ = [
-    "BodyModel", "BodyOutput", "KeypointSkin", "SmplParams", "make_body_model", "SMPL_JOINT_NAMES", "SMPL_PARENTS",
+    "BodyModel", "BodyOutput", "KeypointBlend", "SmplParams", "make_body_model", "SMPL_JOINT_NAMES", "SMPL_PARENTS",
     "load_body_model", "default_body_model_path", "read_body_model_arrays",
-    "rest_joints", "forward_kinematics", "skinning_transforms", "skin_vertices",
+    "rest_joints", "forward_kinematics", "skinning_transforms", "skin_vertices", "blend_keypoints",
     "smpl_forward", "smpl_joints", "smpl_joints_keypoints",
     "smpl_forward_batch", "smpl_joints_batch", "smpl_joints_keypoints_batch",
     "coco_fit_points", "COCO17_NAMES", "COCO23_NAMES", "COCO_BODY_TO_SMPL", "SMPL_VERTEX_IDS",

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from h4djax.body.keypoints import (
+    COCO23_NAMES,
     SMPL_NUM_VERTS,
     canonical_keypoint_name,
     coco_fit_index,
@@ -107,7 +108,7 @@ class _SparseStub:
                 m = sp.coo_matrix((np.asarray(d["data"]), (np.asarray(d["row"]), np.asarray(d["col"]))), shape=shape)
         except (KeyError, TypeError, ValueError) as e:
             raise BodyModelError(f"{file}: key '{key}': unreadable sparse matrix ({e})") from None
-        return np.asarray(m.toarray(), dtype=np.float64)
+        return np.ascontiguousarray(m.toarray(), dtype=np.float64)
 
 
 def _sparse_stub(fmt: str) -> type:
@@ -233,6 +234,13 @@ def body_model_from_arrays(arrays: dict, *, num_betas: int | None = 10, dtype=np
         jmap = arrays.get("kpt_joint_map")
         names = tuple(str(n) for n in np.asarray(arrays["kpt_names"]).reshape(-1)) if "kpt_names" in arrays else ()
         names = tuple(canonical_keypoint_name(n) for n in names)
+        if names and set(names) <= set(COCO23_NAMES) and len(set(names)) == len(names):
+            # One keypoint order for every model: COCO-17 then the COCO-WholeBody foot order (left big toe, small
+            # toe, heel, then right), whatever order the file stores them in.
+            order = sorted(range(len(names)), key=lambda i: COCO23_NAMES.index(names[i]))
+            reg = reg[order]
+            jmap = None if jmap is None else np.asarray(jmap)[order]
+            names = tuple(names[i] for i in order)
     elif V == SMPL_NUM_VERTS and len(parents) == 24:
         reg, jmap, names = smpl_fallback_keypoints(V)
     else:

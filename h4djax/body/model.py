@@ -9,8 +9,8 @@ what every forward pass would otherwise recompute:
 
 - `J_template = J_regressor @ v_template` and `J_shapedirs = J_regressor @ shapedirs`: SMPL regresses rest joints
   from the SHAPED (not posed) mesh, so rest joints are linear in betas; the joints-only path never touches the mesh.
-- `kpt_skin`: the compact sub-model of the vertices that the keypoint regressor touches (gathered once on the host),
-  so keypoints can be skinned without skinning the other ~13k vertices.
+- `kpt_blend`: the keypoint regressor folded through the skinning weights and blend shapes (see KeypointBlend), so
+  keypoints come from the 24 joint transforms without skinning any vertex.
 - `pose_blend`: static flag, False when posedirs is identically zero (Anny has no pose correctives); the forward pass
   then skips a [verts*3, 207] matrix product per person-frame. Changing it recompiles, as it changes the program.
 
@@ -29,7 +29,7 @@ from jaxtyping import Array, Float, Int
 
 from h4djax.errors import BodyModelError
 
-__all__ = ["BodyModel", "KeypointSkin", "SmplParams", "BodyOutput", "make_body_model", "SMPL_JOINT_NAMES",
+__all__ = ["BodyModel", "KeypointBlend", "SmplParams", "BodyOutput", "make_body_model", "SMPL_JOINT_NAMES",
            "SMPL_PARENTS", "NUM_SMPL_JOINTS"]
 
 NUM_SMPL_JOINTS = 24
@@ -45,21 +45,29 @@ SMPL_PARENTS: tuple[int, ...] = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 1
 
 
 @struct.dataclass
-class KeypointSkin:
-    """Compact sub-model: only the `sub` vertices with a nonzero keypoint-regressor weight.
+class KeypointBlend:
+    """Keypoints as a function of the 24 joint transforms only, precomputed from the regressor (host side).
 
-    Keypoints regressed from these vertices after skinning them equal the full-mesh keypoints exactly (the other
-    columns of the regressor are zero), at a fraction of the cost.
+    With LBS, x_v = sum_j W_vj (R_j v_v + t_j) and keypoint k = sum_v K_kv x_v, so
+
+        kpt_k = sum_j R_j P_kj + c_kj t_j,   P_kj = sum_v K_kv W_vj v_v,   c_kj = sum_v K_kv W_vj,
+
+    and since v_v = T_v + S_v beta (+ P_v f(theta)) is linear in betas (and pose features), P_kj is too:
+    P_kj = rest_kj + shapedirs_kj @ beta (+ posedirs_kj @ f). This is exact (same math as regressing the skinned
+    mesh, reassociated), and costs kpts x joints x (3 betas + 12) per person-frame however many vertices the
+    regressor touches: Anny's COCO regressor is dense-ish (8,795 of 13,718 vertices; ears ~4k each), so gathering its
+    support would still skin most of the mesh.
     """
 
-    vertex_ids: Int[Array, "sub"]
-    """Indices of the kept vertices in the full mesh."""
-    v_template: Float[Array, "sub 3"]
-    shapedirs: Float[Array, "sub 3 betas"]
-    posedirs: Float[Array, "sub 3 posefeat"]
-    weights: Float[Array, "sub joints"]
-    regressor: Float[Array, "kpts sub"]
-    """Keypoint regressor restricted to the kept vertices (rows as in `BodyModel.kpt_regressor`)."""
+    weight_sum: Float[Array, "kpts joints"]
+    """c_kj = sum_v K_kv W_vj."""
+    row_sum: Float[Array, "kpts"]
+    """sum_v K_kv (multiplies the global translation; ~1 for convex regressors)."""
+    rest: Float[Array, "kpts joints 3"]
+    """sum_v K_kv W_vj T_v (metres)."""
+    shapedirs: Float[Array, "kpts joints 3 betas"]
+    posedirs: Float[Array, "kpts joints 3 posefeat"]
+    """Zeros (and unused) when the model has no pose correctives."""
 
 
 @struct.dataclass
@@ -90,8 +98,8 @@ class BodyModel:
     """Keypoint weights on POSED vertices (COCO-17 + 6 foot points for the default model)."""
     kpt_joint_map: Float[Array, "kpts joints"]
     """Keypoint weights on POSED joints (nonzero only for keypoints a model has no surface regressor for)."""
-    kpt_skin: KeypointSkin
-    """Derived: compact sub-model for the sparse keypoint path."""
+    kpt_blend: KeypointBlend
+    """Derived: keypoint regressor folded through the skinning weights (sparse keypoint path, no vertices)."""
     parents: tuple[int, ...] = struct.field(pytree_node=False, default=SMPL_PARENTS)
     """Kinematic tree, parent index per joint (-1 for the root). Static."""
     joint_names: tuple[str, ...] = struct.field(pytree_node=False, default=SMPL_JOINT_NAMES)
@@ -271,17 +279,24 @@ def make_body_model(
     # Host-side precomputation (float64, then cast).
     J_template = J_regressor @ v_template
     J_shapedirs = np.einsum("jv,vcb->jcb", J_regressor, shapedirs)
-    used = np.flatnonzero(np.any(kpt_regressor != 0.0, axis=0))
     pose_blend = bool(np.any(posedirs != 0.0))
+    # Fold the keypoint regressor through the skinning weights, over its support only (KeypointBlend docstring).
+    used = np.flatnonzero(np.any(kpt_regressor != 0.0, axis=0))
+    RW = kpt_regressor[:, used, None] * weights[None, used, :]  # [K, S, J]
+    blend_rest = np.einsum("ksj,sc->kjc", RW, v_template[used])
+    blend_shapedirs = np.einsum("ksj,scb->kjcb", RW, shapedirs[used])
+    if pose_blend:
+        blend_posedirs = np.tensordot(RW.transpose(0, 2, 1), posedirs[used], axes=([2], [0]))  # [K, J, 3, P]
+    else:
+        blend_posedirs = np.zeros((K, J, 3, P))
 
     f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
-    skin = KeypointSkin(
-        vertex_ids=jnp.asarray(used, jnp.int32),
-        v_template=f(v_template[used]),
-        shapedirs=f(shapedirs[used]),
-        posedirs=f(posedirs[used]),
-        weights=f(weights[used]),
-        regressor=f(kpt_regressor[:, used]),
+    blend = KeypointBlend(
+        weight_sum=f(RW.sum(axis=1)),
+        row_sum=f(kpt_regressor.sum(axis=1)),
+        rest=f(blend_rest),
+        shapedirs=f(blend_shapedirs),
+        posedirs=f(blend_posedirs),
     )
     return BodyModel(
         v_template=f(v_template),
@@ -294,7 +309,7 @@ def make_body_model(
         J_shapedirs=f(J_shapedirs),
         kpt_regressor=f(kpt_regressor),
         kpt_joint_map=f(kpt_joint_map),
-        kpt_skin=skin,
+        kpt_blend=blend,
         parents=parents,
         joint_names=joint_names,
         kpt_names=kpt_names,

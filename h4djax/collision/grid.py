@@ -240,12 +240,16 @@ def inside_distance_pruned(
     tri_chunk: int = 32,
     point_batch: int = 256,
     round_chunks: int = 8,
+    tier_chunks: int = 64,
 ) -> Float[Array, "n"]:
     """Exact distance (metres) from the points where `mask` is set to the triangles; 0 elsewhere.
 
     Branch and bound (see module doc). The masked points are compacted and processed `point_batch` at a time in a
     `lax.while_loop` whose trip count is the number of batches actually needed, so the cost follows the number of
-    inside points, not the grid size. Each round gathers `round_chunks` chunks of `tri_chunk` triangles per point.
+    inside points, not the grid size. Per point, chunks are visited in increasing order of their lower bound:
+    `lax.top_k` picks the `tier_chunks` nearest (a full argsort is ~30x slower on CPU), rounds of `round_chunks`
+    chunks walk through the tier, and a further tier is opened only while some point still has an unvisited chunk
+    whose bound is below its best distance. The result is exact whatever the tier and round sizes.
     """
     n = points.shape[0]
     dtype = tris.dtype
@@ -254,12 +258,13 @@ def inside_distance_pruned(
     n_chunks = chunks.shape[0]
     box_lo = jnp.min(chunks, axis=(1, 2))
     box_hi = jnp.max(chunks, axis=(1, 2))
-    n_rounds = -(-n_chunks // round_chunks)
-    width = n_rounds * round_chunks
+    tier = min(tier_chunks, n_chunks)
+    rounds_per_tier = -(-tier // round_chunks)
+    width = rounds_per_tier * round_chunks
 
     n_in = jnp.sum(mask)
     ids_all = jnp.nonzero(mask, size=n + point_batch, fill_value=0)[0]
-    out0 = jnp.zeros(n, dtype)
+    rows = jnp.arange(point_batch)[:, None]
 
     def batch_body(state):
         b, out = state
@@ -267,31 +272,44 @@ def inside_distance_pruned(
         valid = b * point_batch + jnp.arange(point_batch) < n_in
         p = points[ids]
         gap = jnp.maximum(jnp.maximum(box_lo[None] - p[:, None], p[:, None] - box_hi[None]), 0.0)
-        lb = jnp.sum(gap * gap, axis=-1)  # [batch, chunks] squared lower bounds
-        rank = jnp.argsort(lb, axis=1)
-        lb_sorted = jnp.take_along_axis(lb, rank, axis=1)
-        # pad so that round r can always read ranks [rK, rK + K) and the bound of rank rK (inf past the end)
-        rank = jnp.pad(rank, ((0, 0), (0, width - n_chunks)))
-        lb_sorted = jnp.pad(lb_sorted, ((0, 0), (0, width - n_chunks + 1)), constant_values=jnp.inf)
+        lb0 = jnp.sum(gap * gap, axis=-1)  # [batch, chunks] squared lower bounds
 
-        def round_cond(s):
-            r, best = s
-            nxt = jax.lax.dynamic_slice_in_dim(lb_sorted, r * round_chunks, 1, axis=1)[:, 0]
-            return (r < n_rounds) & jnp.any(valid & (nxt < best))
+        def tier_cond(s):
+            lb, best, more = s
+            return more
 
-        def round_body(s):
-            r, best = s
-            cid = jax.lax.dynamic_slice_in_dim(rank, r * round_chunks, round_chunks, axis=1)
-            tri = chunks[cid].reshape(point_batch, round_chunks * tri_chunk, 3, 3)
-            d2 = jnp.min(point_triangle_sqdist(p[:, None], tri), axis=1)
-            return r + 1, jnp.minimum(best, d2)
+        def tier_body(s):
+            lb, best, _ = s
+            neg, rank = jax.lax.top_k(-lb, tier)  # ascending bounds, [batch, tier]
+            # pad to whole rounds; bound +inf past the end so the round test stops there
+            rank = jnp.pad(rank, ((0, 0), (0, width - tier)))
+            lb_sorted = jnp.pad(-neg, ((0, 0), (0, width - tier + 1)), constant_values=jnp.inf)
 
-        _, best = jax.lax.while_loop(round_cond, round_body,
-                                     (jnp.int32(0), jnp.full(point_batch, jnp.inf, dtype)))
+            def round_cond(t):
+                r, best = t
+                nxt = jax.lax.dynamic_slice_in_dim(lb_sorted, r * round_chunks, 1, axis=1)[:, 0]
+                return (r < rounds_per_tier) & jnp.any(valid & (nxt < best))
+
+            def round_body(t):
+                r, best = t
+                cid = jax.lax.dynamic_slice_in_dim(rank, r * round_chunks, round_chunks, axis=1)
+                tri = chunks[cid].reshape(point_batch, round_chunks * tri_chunk, 3, 3)
+                return r + 1, jnp.minimum(best, jnp.min(point_triangle_sqdist(p[:, None], tri), axis=1))
+
+            r, best = jax.lax.while_loop(round_cond, round_body, (jnp.int32(0), best))
+            # a tier stopped early means every point is certified (all unvisited bounds >= best); otherwise retire
+            # the tier's chunks and look again
+            lb = lb.at[rows, rank[:, :tier]].set(jnp.inf)
+            more = (r == rounds_per_tier) & jnp.any(valid & (jnp.min(lb, axis=1) < best))
+            return lb, best, more
+
+        _, best, _ = jax.lax.while_loop(tier_cond, tier_body,
+                                        (lb0, jnp.full(point_batch, jnp.inf, dtype), jnp.bool_(True)))
         target = jnp.where(valid, ids, n)
         return b + 1, out.at[target].set(safe_sqrt(best), mode="drop")
 
-    _, out = jax.lax.while_loop(lambda s: s[0] * point_batch < n_in, batch_body, (jnp.int32(0), out0))
+    _, out = jax.lax.while_loop(lambda s: s[0] * point_batch < n_in, batch_body,
+                                (jnp.int32(0), jnp.zeros(n, dtype)))
     return out
 
 
@@ -305,6 +323,7 @@ def build_sdf_grid(
     tri_chunk: int = 32,
     point_batch: int = 256,
     round_chunks: int = 8,
+    tier_chunks: int = 64,
 ) -> SdfGrid:
     """Fast exact SDF grid of one closed mesh (ray-parity inside test + branch-and-bound distance).
 
@@ -316,7 +335,7 @@ def build_sdf_grid(
     inside = inside_ray_parity(tris, faces, lo, spacing, grid_size)
     pts = grid_points(lo, spacing, grid_size).reshape(-1, 3)
     dist = inside_distance_pruned(tris, pts, inside.reshape(-1), tri_chunk=tri_chunk, point_batch=point_batch,
-                                  round_chunks=round_chunks)
+                                  round_chunks=round_chunks, tier_chunks=tier_chunks)
     return SdfGrid(values=dist.reshape(grid_size, grid_size, grid_size), lo=lo, spacing=spacing)
 
 

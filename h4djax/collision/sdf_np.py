@@ -41,8 +41,9 @@ def point_triangles_distance_np(p: np.ndarray, tris: np.ndarray) -> np.ndarray:
         w31 = (m13 * b - d * a) / det
     w12 = 1.0 - w23 - w31
     inside = (det > 1e-30) & (w23 >= 0) & (w31 >= 0) & (w12 >= 0)
-    proj = w23[:, None] * x1 + w31[:, None] * x2 + w12[:, None] * x3
-    d_face = np.linalg.norm(p[None] - proj, axis=1)
+    with np.errstate(invalid="ignore"):  # NaN weights of degenerate triangles are masked below
+        proj = w23[:, None] * x1 + w31[:, None] * x2 + w12[:, None] * x3
+        d_face = np.linalg.norm(p[None] - proj, axis=1)
 
     def seg(u, v):
         uv = v - u

@@ -238,12 +238,13 @@ def refine_from_heatmap(
     row = np.trunc(xy_norm[:, 1] * hh).astype(np.int64)
     inside = (col >= 0) & (col < hw) & (row >= 0) & (row < hh)
     off = (kernel - 1) // 2
-    # Clipping the window at the border == zero confidence outside the heatmap: pad the confidences with 0.
-    conf_map = np.pad(_sigmoid(heatmap), ((off, off), (off, off), (0, 0)))
+    # Clipping the window at the border == zero confidence outside the heatmap: pad the logits with -inf
+    # (sigmoid -> 0), gather the k windows, and take the sigmoid of those few values only.
+    padded = np.pad(np.asarray(heatmap, np.float64), ((off, off), (off, off), (0, 0)), constant_values=-np.inf)
     d = np.arange(-off, off + 1)
     rr = np.clip(row, 0, hh - 1)[:, None, None] + d[None, :, None]  # [k, kernel, 1] heatmap rows
     cc = np.clip(col, 0, hw - 1)[:, None, None] + d[None, None, :]  # [k, 1, kernel]
-    conf = conf_map[rr + off, cc + off, np.arange(k)[:, None, None]]  # [k, kernel, kernel]
+    conf = _sigmoid(padded[rr + off, cc + off, np.arange(k)[:, None, None]])  # [k, kernel, kernel]
     s = conf.sum((1, 2))
     ok = inside & (conf.max((1, 2)) >= min_conf) & (s > 0)
     s_safe = np.where(s > 0, s, 1.0)

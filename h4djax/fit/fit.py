@@ -159,7 +159,9 @@ def _terms(model: BodyModel, params: SmplParams, targets: losses.FitTargets, spe
 
 def _optimizer(spec: StageSpec, lr: Array) -> optax.GradientTransformationExtraArgs:
     if spec.optimizer == "adam":
-        return optax.adam(lr)
+        # eps_root > 0 keeps d sqrt(v) finite where a gradient is exactly zero (e.g. hand joints no keypoint sees),
+        # which reverse-mode hypergradients through the optimizer need (optax docs on differentiating Adam).
+        return optax.adam(lr, eps_root=1e-16)
     # optax's L-BFGS with zoom line search (the learning rate is unused; the line search picks steps).
     return optax.lbfgs()
 

@@ -278,7 +278,9 @@ def _undistort_fisheye(dist: Float[Array, "8"], xyd: Float[Array, "2"], iters: i
 
 def world_to_camera_one(cam: Cameras, X: Float[Array, "3"]) -> Float[Array, "3"]:
     """Camera coordinates (metres) of world point X for one camera (unbatched leaves)."""
-    return jnp.asarray(cam.R) @ X + jnp.asarray(cam.t)
+    # Elementwise multiply-add rather than a matmul: on GPUs float32 dots default to TF32 (~1e-3 relative), which
+    # would cost millimetres at room scale.
+    return jnp.sum(jnp.asarray(cam.R) * X[None, :], axis=-1) + jnp.asarray(cam.t)
 
 
 def project_one(cam: Cameras, X: Float[Array, "3"]) -> tuple[Float[Array, "2"], Bool[Array, ""]]:
@@ -349,4 +351,4 @@ def undistort_points(
 @jax.jit
 def camera_centers(cams: Cameras) -> Float[Array, "cams 3"]:
     """Camera centres in world coordinates (metres): C = -R^T t."""
-    return -jnp.einsum("cji,cj->ci", jnp.asarray(cams.R), jnp.asarray(cams.t))
+    return -jnp.sum(jnp.asarray(cams.R) * jnp.asarray(cams.t)[:, :, None], axis=1)

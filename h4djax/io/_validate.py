@@ -33,6 +33,8 @@ class CameraRecord:
 
 def as_array(file: str | Path, camera: str | None, field: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
     """float64 array of `shape` from a parsed value, or CalibrationError naming file/camera/field."""
+    if not _numeric(value):  # numpy would happily parse "3" or True as numbers
+        raise CalibrationError(file, camera, field, f"expected numbers of shape {list(shape)}, got {value!r}")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -42,6 +44,14 @@ def as_array(file: str | Path, camera: str | None, field: str, value: Any, shape
     if not np.isfinite(arr).all():
         raise CalibrationError(file, camera, field, "contains NaN or infinite values")
     return arr
+
+
+def _numeric(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return np.issubdtype(value.dtype, np.number) and not np.issubdtype(value.dtype, np.complexfloating)
+    if isinstance(value, (list, tuple)):
+        return all(_numeric(v) for v in value)
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def require(file: str | Path, camera: str | None, table: Mapping[str, Any], key: str) -> Any:

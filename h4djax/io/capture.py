@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from h4djax.errors import CalibrationError, CaptureError
+from h4djax.errors import CaptureError
 from h4djax.geometry.cameras import Cameras
 from h4djax.io.cameras_toml import read_cameras_toml, write_cameras_toml
 
@@ -31,6 +31,7 @@ from h4djax.io.cameras_toml import read_cameras_toml, write_cameras_toml
 JOINT_SET_SIZES = {"coco17": 17, "body25b": 25, "halpe26": 26, "blazepose33": 33}
 
 SMPL_FIELDS = {"global_orient": 3, "body_pose": 69, "transl": 3}
+GT_FIELDS = ("global_orient", "body_pose", "betas", "transl")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 
 
@@ -191,10 +192,7 @@ def read_capture(directory: str | Path, require_keypoints: bool = True) -> Captu
     cam_file = root / "cameras.toml"
     if not cam_file.exists():
         raise CaptureError(f"{root}: missing cameras.toml")
-    try:
-        cams = read_cameras_toml(cam_file)
-    except CalibrationError:
-        raise
+    cams = read_cameras_toml(cam_file)  # CalibrationError names the file, camera and field
     media = _find_media(root, cams.names)
     kp_file = root / "keypoints2d.npz"
     if not kp_file.exists():
@@ -216,8 +214,10 @@ def read_capture(directory: str | Path, require_keypoints: bool = True) -> Captu
         g = _load_npz(gt_file)
         if "joints3d" not in g:
             raise CaptureError(f"{gt_file}: missing field 'joints3d'")
-        gt = GroundTruth(**{k: g[k].astype(np.float32) if k != "betas" else g[k].astype(np.float32)
-                            for k in ("joints3d", "global_orient", "body_pose", "betas", "transl") if k in g})
+        unknown = sorted(set(g) - {"joints3d", *GT_FIELDS})
+        if unknown:
+            raise CaptureError(f"{gt_file}: unknown field '{unknown[0]}'")
+        gt = GroundTruth(**{k: g[k].astype(np.float32) for k in ("joints3d", *GT_FIELDS) if k in g})
         _check_gt(gt_file, gt, kp)
     return Capture(cameras=cams, keypoints=kp, joint_set=joint_set, associated=associated, fps=fps, gt=gt,
                    media=media)

@@ -62,6 +62,13 @@ _AGREE_TOL = 1e-6
 def _load_reconstruction(model_dir: Path):
     import pycolmap
 
+    try:
+        return _load_reconstruction_unchecked(model_dir, pycolmap)
+    except (ValueError, RuntimeError) as e:  # pycolmap's parse failures ("Check failed: ...")
+        raise CalibrationError(model_dir, None, None, f"cannot parse the COLMAP model ({e})") from None
+
+
+def _load_reconstruction_unchecked(model_dir: Path, pycolmap):
     files = {p.name for p in model_dir.iterdir()} if model_dir.is_dir() else set()
     if {"cameras.bin", "images.bin"} <= files:
         return pycolmap.Reconstruction(str(model_dir)), model_dir / "images.bin"
@@ -151,7 +158,10 @@ def read_colmap(
 
 
 def _similarity(file: Path, M: np.ndarray) -> np.ndarray:
-    M = np.asarray(M, dtype=np.float64)
+    try:
+        M = np.asarray(M, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CalibrationError(file, None, "primary", f"expected a 4x4 similarity transform, got {M!r}") from None
     if M.shape != (4, 4):
         raise CalibrationError(file, None, "primary", f"expected a 4x4 similarity transform, got shape {M.shape}")
     if not np.isfinite(M).all():
@@ -194,8 +204,9 @@ def read_harmony4d(sequence_dir: str | Path, skip: tuple[str, ...] = ("aria",)) 
     scale_file, aria_file = work / "scale.npy", work / "colmap_from_aria_transforms.pkl"
     if scale_file.exists():
         try:
+            # The dataset's own tools load it with allow_pickle=True; any failure means a corrupt file.
             S = np.load(scale_file, allow_pickle=True)
-        except (ValueError, OSError) as e:
+        except Exception as e:  # noqa: BLE001
             raise CalibrationError(scale_file, None, None, f"cannot read ({e})") from None
         S = _similarity(scale_file, S)
         primary = np.linalg.inv(S)

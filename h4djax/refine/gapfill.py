@@ -147,8 +147,9 @@ def fill_gaps(
     take = lambda i: jnp.take_along_axis(x, jnp.broadcast_to(jnp.clip(i, 0, frames - 1)[..., None], x.shape), axis=0)
     x_prev, x_next = take(prev), take(nxt)
     both_sides = has_prev & has_next
-    span = jnp.where(both_sides, nxt - prev, 1).astype(dtype)
-    alpha = jnp.where(both_sides, (tt - prev).astype(dtype) / span, 0.0)[..., None]
+    between = both_sides & (nxt > prev)  # observed frames have prev == nxt == t: keep 0/0 out of the graph
+    span = jnp.where(between, nxt - prev, 1).astype(dtype)
+    alpha = jnp.where(between, (tt - prev).astype(dtype) / span, 0.0)[..., None]
     one_side = jnp.where(has_prev[..., None], x_prev, x_next)
     if long_gap == "linear":
         gap = jnp.where(both_sides[..., None], x_prev + alpha * (x_next - x_prev), one_side)

@@ -75,17 +75,14 @@ def _frame_norm(obs: RefineObs, pairs: bool = False) -> Float[Array, ""]:
     return jnp.maximum(n, 1.0)
 
 
-def limb_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float[Array, ""]:
-    """L_limb: limb lengths constant in time (see module docstring for the three modes)."""
-    lam = limb_lengths(y)  # [F, P, L]
-    pres = limb_presence(obs.present)
+def _limb_term(lam: Array, pres: Array, obs: RefineObs) -> Array:
     eps = obs.norm_eps
     if obs.limb_mode == "temporal":
         m = _pairs(pres)
         r = charbonnier(lam[1:] - lam[:-1], eps)
         return jnp.sum(jnp.where(m, r, 0.0)) / _frame_norm(obs, pairs=True)
     if obs.limb_mode == "mean":
-        w = pres.astype(y.dtype)
+        w = pres.astype(lam.dtype)
         mean = jnp.sum(w * lam, axis=0) / jnp.maximum(jnp.sum(w, axis=0), 1.0)
         r = charbonnier(lam - mean, eps)
         return jnp.sum(jnp.where(pres, r, 0.0)) / _frame_norm(obs)
@@ -96,14 +93,21 @@ def limb_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float[
     raise ValueError(f"refine.limb_mode: {obs.limb_mode!r} is not one of {LIMB_MODES}")
 
 
-def symm_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float[Array, ""]:
-    """L_symm: left and right limb lengths equal (8 pairs of limbs.SYMMETRIC_PAIRS)."""
-    lam = limb_lengths(y)
-    pres = limb_presence(obs.present)
+def _symm_term(lam: Array, pres: Array, obs: RefineObs) -> Array:
     left, right = SYMMETRIC_PAIRS[:, 0], SYMMETRIC_PAIRS[:, 1]
     m = pres[..., left] & pres[..., right]
     r = charbonnier(lam[..., left] - lam[..., right], obs.norm_eps)
     return jnp.sum(jnp.where(m, r, 0.0)) / _frame_norm(obs)
+
+
+def limb_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float[Array, ""]:
+    """L_limb: limb lengths constant in time (see module docstring for the three modes)."""
+    return _limb_term(limb_lengths(y), limb_presence(obs.present), obs)
+
+
+def symm_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float[Array, ""]:
+    """L_symm: left and right limb lengths equal (8 pairs of limbs.SYMMETRIC_PAIRS)."""
+    return _symm_term(limb_lengths(y), limb_presence(obs.present), obs)
 
 
 def temporal_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float[Array, ""]:
@@ -131,8 +135,9 @@ TERMS = (limb_loss, symm_loss, temporal_loss, data_loss)
 
 
 def loss_terms(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float[Array, "4"]:
-    """The unweighted terms stacked in TERM_NAMES order."""
-    return jnp.stack([term(y, obs) for term in TERMS])
+    """The unweighted terms stacked in TERM_NAMES order (same values as TERMS; limb lengths computed once)."""
+    lam, pres = limb_lengths(y), limb_presence(obs.present)
+    return jnp.stack([_limb_term(lam, pres, obs), _symm_term(lam, pres, obs), temporal_loss(y, obs), data_loss(y, obs)])
 
 
 def masked_median(values: Float[Array, "frames ..."], mask: Bool[Array, "frames ..."]) -> tuple[Array, Array]:

@@ -128,15 +128,16 @@ class RefineSummary:
     """Diagnostics of one refinement (leading batch axis when refining a batch)."""
 
     loss_history: Float[Array, "iters 4"]
-    """Unweighted terms after each iteration, columns in `term_names` order; after convergence the last values repeat."""
+    """Unweighted terms at the start of each iteration (row 0: the pre-processed sequence), columns in `term_names`
+    order; after convergence the last values repeat."""
     total_history: Float[Array, "iters"]
-    """Weighted objective after each iteration."""
-    initial_terms: Float[Array, "4"]
-    """Unweighted terms at the pre-processed sequence (before the first iteration)."""
+    """Weighted objective at the start of each iteration."""
+    final_terms: Float[Array, "4"]
+    """Unweighted terms at the returned solution."""
     num_iters: Int[Array, ""]
-    """Iterations actually taken."""
+    """Optimizer steps kept (<= iters)."""
     converged: Bool[Array, ""]
-    """The ftol criterion stopped the loop before `iters`."""
+    """The ftol criterion stopped the loop (the last step changed the objective by <= ftol, relative)."""
     num_filled: Int[Array, ""]
     num_outliers: Int[Array, ""]
     term_names: tuple[str, ...] = struct.field(pytree_node=False, default=TERM_NAMES)
@@ -198,59 +199,75 @@ def _make_optimizer(options: RefineOptions, learning_rate: Array) -> optax.Gradi
     )
 
 
-def _guard_lbfgs_state(state, y: Array, grad: Array, done: Array):
-    """Keep the skipped branch of a finished sequence finite under vmap.
+def _guard_lbfgs_state(state, y: Array, grad: Array, skip: Array):
+    """Keep L-BFGS memory updates finite where their result is discarded.
 
-    Under vmap, `lax.cond` runs both branches; for a finished sequence the L-BFGS update would see a zero step, and
-    optax's `where(v == 0, 0, 1 / v)` has an infinite derivative at v = 0, i.e. NaN reverse-mode gradients even
-    though the branch is discarded. Shifting the stored params/gradient of that (discarded) branch makes v != 0.
+    optax's `scale_by_lbfgs` computes `where(v == 0, 0, 1 / v)` with v = <dgrad, dparams>; at v = 0 the unused
+    1 / v has an infinite derivative, so reverse-mode gradients become NaN even though the value is masked. v = 0
+    happens on the first iteration (count 0, where optax masks the memory update anyway) of a sequence with a zero
+    gradient and, under vmap (where `lax.cond` runs both branches), in the skipped step of a finished sequence.
+    Shifting the stored params / gradient there makes v != 0 without changing any used value.
     """
     lbfgs_state = state[0]
     lbfgs_state = lbfgs_state._replace(
-        params=jnp.where(done, y + 1.0, lbfgs_state.params),
-        updates=jnp.where(done, grad + 1.0, lbfgs_state.updates),
+        params=jnp.where(skip, y + 1.0, lbfgs_state.params),
+        updates=jnp.where(skip, grad + 1.0, lbfgs_state.updates),
     )
     return (lbfgs_state,) + tuple(state[1:])
 
 
 def _optimize(y0: Array, obs: RefineObs, weights: RefineWeights, options: RefineOptions):
+    """Run `options.iters` optimizer iterations (skipping those after convergence) from y0.
+
+    Returns (y, history [iters, 4], totals [iters], final_terms [4], num_iters, converged); history[i] holds the
+    terms at the start of iteration i (history[0]: the pre-processed sequence).
+    """
     w = weights.term_weights()
-    fun = lambda y: jnp.dot(w, loss_terms(y, obs))
     obs_sg, w_sg = jax.lax.stop_gradient((obs, w))
+
+    def fun_aux(y):
+        terms = loss_terms(y, obs)
+        return jnp.dot(w, terms), terms
+
     fun_sg = lambda y: jnp.dot(w_sg, loss_terms(y, obs_sg))
     opt = _make_optimizer(options, weights.learning_rate)
     tiny = jnp.finfo(y0.dtype).tiny
 
-    terms0 = loss_terms(y0, obs)
-    f0 = jnp.dot(w, terms0)
-    g0 = jax.grad(fun_sg)(y0)
-    done0 = ~jnp.any(g0 != 0)  # nothing to optimize (e.g. an all-invalid padded sequence)
-
-    def step(y, state, done):
-        value, grad = jax.value_and_grad(fun)(y)
+    def step(y, state, f_prev, terms_prev, done, first):
+        (value, terms), grad = jax.value_and_grad(fun_aux, has_aux=True)(y)
         if options.optimizer == "lbfgs":
-            state = _guard_lbfgs_state(state, y, grad, done)
+            state = _guard_lbfgs_state(state, y, grad, done | first)
         updates, state = opt.update(grad, state, y, value=value, grad=grad, value_fn=fun_sg)
-        return optax.apply_updates(y, updates), state
+        # Nothing to optimize (e.g. an all-invalid padded sequence): no step, so the loop stops next iteration.
+        moving = jnp.any(grad != 0)
+        y_new = jnp.where(moving, optax.apply_updates(y, updates), y)
+        return y_new, state, value, terms
 
-    def body(carry, _):
-        y, state, f_prev, done, n_iter = carry
-        y_new, state = jax.lax.cond(done, lambda y, s, d: (y, s), step, y, state, done)
-        terms = loss_terms(y_new, obs)
-        f_new = jnp.dot(w, terms)
-        finite = jnp.isfinite(f_new)
-        # A non-finite step is rejected and ends the loop (the line search should never produce one).
-        y_new = jnp.where(finite, y_new, y)
-        terms = jnp.where(finite, terms, loss_terms(y, obs))
-        f_new = jnp.where(finite, f_new, f_prev)
-        small = jnp.abs(f_prev - f_new) <= weights.ftol * jnp.maximum(jnp.abs(f_prev), tiny)
-        n_iter = n_iter + (~done).astype(n_iter.dtype)
-        return (y_new, state, f_new, done | small | ~finite, n_iter), (terms, f_new)
+    def skip(y, state, f_prev, terms_prev, done, first):
+        return y, state, f_prev, terms_prev
 
-    carry0 = (y0, opt.init(y0), f0, done0, jnp.zeros((), jnp.int32))
-    (y, _, _, done, n_iter), (history, totals) = jax.lax.scan(body, carry0, None, length=options.iters)
-    converged = done & (n_iter < options.iters)
-    return y, history, totals, terms0, n_iter, converged
+    def body(carry, i):
+        y, y_prev, state, f_prev, terms_prev, done = carry
+        first = i == 0
+        y_new, state, f_cur, terms = jax.lax.cond(done, skip, step, y, state, f_prev, terms_prev, done, first)
+        # f_cur is the objective at y (start of this iteration). A non-finite value (divergence) rejects the last
+        # step: back to y_prev and stop. Otherwise stop once the last step decreased f by <= ftol (relative).
+        finite = jnp.isfinite(f_cur)
+        small = ~first & (jnp.abs(f_prev - f_cur) <= weights.ftol * jnp.maximum(jnp.abs(f_prev), tiny))
+        stop = ~done & (small | ~finite)
+        y_out = jnp.where(finite, jnp.where(stop, y, y_new), y_prev)
+        terms = jnp.where(finite, terms, terms_prev)
+        f_cur = jnp.where(finite, f_cur, f_prev)
+        # Steps kept: this iteration's unless it stopped; a divergence also discards the previous one.
+        taken = jnp.where(~done & ~finite, -1, (~done & ~stop).astype(jnp.int32))
+        return (y_out, y, state, f_cur, terms, done | stop), (terms, f_cur, taken)
+
+    f_init = jnp.zeros((), y0.dtype)
+    terms_init = jnp.zeros((len(TERM_NAMES),), y0.dtype)
+    carry0 = (y0, y0, opt.init(y0), f_init, terms_init, jnp.zeros((), bool))
+    (y, _, _, _, _, done), (history, totals, taken) = jax.lax.scan(body, carry0, jnp.arange(options.iters))
+    final_terms = loss_terms(y, obs)
+    return y, history, totals, final_terms, jnp.sum(taken), done
 
 
 def _refine_one(xyz, valid, weights: RefineWeights, options: RefineOptions, frame_mask) -> RefineResult:
@@ -276,10 +293,10 @@ def _refine_one(xyz, valid, weights: RefineWeights, options: RefineOptions, fram
         num_frames=num_frames.astype(dtype), norm_eps=weights.norm_eps,
         limb_mode=options.limb_mode, temporal_penalty=options.temporal_penalty,
     )
-    y, history, totals, terms0, n_iter, converged = _optimize(pre.xyz, obs, weights, options)
+    y, history, totals, final_terms, n_iter, converged = _optimize(pre.xyz, obs, weights, options)
     y = jnp.where(pre.present[..., None], y, 0.0)
     summary = RefineSummary(
-        loss_history=history, total_history=totals, initial_terms=terms0, num_iters=n_iter, converged=converged,
+        loss_history=history, total_history=totals, final_terms=final_terms, num_iters=n_iter, converged=converged,
         num_filled=jnp.sum(filled).astype(jnp.int32), num_outliers=jnp.sum(pre.outlier).astype(jnp.int32),
     )
     return RefineResult(xyz=y, valid=pre.present, filled=filled, outlier=pre.outlier, target=pre.xyz, summary=summary)

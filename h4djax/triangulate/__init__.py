@@ -21,7 +21,7 @@ from h4djax.triangulate.robust import (
     to_joints3d,
     triangulate,
     triangulate_normalized,
-    triangulate_track,
+    triangulate_tracks,
     triangulate_with_config,
     view_pairs,
 )
@@ -39,7 +39,7 @@ __all__ = [
     "to_joints3d",
     "triangulate",
     "triangulate_normalized",
-    "triangulate_track",
+    "triangulate_tracks",
     "triangulate_with_config",
     "view_pairs",
 ]

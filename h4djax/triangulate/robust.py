@@ -52,13 +52,13 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 from h4djax.config import TriangulationConfig
 from h4djax.geometry import Cameras, project, undistort_points
 from h4djax.triangulate.dlt import (
-    dlt_point,
-    dlt_rows,
+    SYM4_ENTRIES,
     homogeneous_to_point,
-    normal_matrix,
     normalized_projections,
     rig_normalization,
-    sym4_smallest_eigvec,
+    sym4_eig_soa,
+    view_normal_entries,
+    weighted_dlt,
 )
 
 __all__ = [
@@ -67,7 +67,7 @@ __all__ = [
     "triangulate",
     "triangulate_normalized",
     "triangulate_with_config",
-    "triangulate_track",
+    "triangulate_tracks",
     "to_joints3d",
     "view_pairs",
     "inlier_eps_per_camera",
@@ -160,137 +160,148 @@ def _safe_depth(z: Array) -> Array:
     return jnp.where(jnp.abs(z) > tiny, z, jnp.where(z < 0, -tiny, tiny))
 
 
-def _solve3(H: Float[Array, "3 3"], g: Float[Array, "3"]) -> tuple[Float[Array, "3"], Array]:
-    """Closed-form symmetric 3x3 solve (adjugate / determinant) with a relative singularity guard (step 0)."""
+def _trailing(a: Array, n: int) -> Array:
+    return a.reshape(a.shape + (1,) * n)
+
+
+def _project_soa(Pn: Float[Array, "cams 3 4"], X: Float[Array, "3 *batch"]):
+    """Normalized-plane projection of points X (coordinates leading) into every camera.
+
+    Returns px, py, z, each [cams, *batch] (z depth-guarded), and the per-camera matrix entries used (for
+    Jacobians). Written as broadcast multiply-adds: batched 3x3 matmuls of tiny matrices are slow on CPU.
+    """
+    n = X.ndim - 1
+    A = [[_trailing(Pn[:, i, j], n) for j in range(4)] for i in range(3)]
+    Xc = [A[i][0] * X[0] + A[i][1] * X[1] + A[i][2] * X[2] + A[i][3] for i in range(3)]
+    z = _safe_depth(Xc[2])
+    return Xc[0] / z, Xc[1] / z, z, A
+
+
+def _solve3_soa(H, g):
+    """Closed-form symmetric 3x3 solve (adjugate / determinant) on SoA entries with a relative singularity guard.
+
+    H: dict (j, k), j <= k -> [*batch]; g: list of 3 [*batch]. A (near-)singular system returns a zero step:
+    it only happens with degenerate geometry (all inlier rays parallel) where no step is meaningful.
+    """
     a, b, c = H[0, 0], H[0, 1], H[0, 2]
     d, e, f = H[1, 1], H[1, 2], H[2, 2]
-    A00 = d * f - e * e
-    A01 = c * e - b * f
-    A02 = b * e - c * d
-    A11 = a * f - c * c
-    A12 = b * c - a * e
-    A22 = a * d - b * b
+    A00, A01, A02 = d * f - e * e, c * e - b * f, b * e - c * d
+    A11, A12, A22 = a * f - c * c, b * c - a * e, a * d - b * b
     det = a * A00 + b * A01 + c * A02
     scale = (jnp.abs(a) + jnp.abs(d) + jnp.abs(f)) / 3.0
-    eps = jnp.asarray(np.finfo(np.dtype(H.dtype)).eps, H.dtype)
+    eps = jnp.asarray(np.finfo(np.dtype(a.dtype)).eps, a.dtype)
     ok = jnp.abs(det) > 1e3 * eps * scale**3
-    inv_det = 1.0 / jnp.where(ok, det, 1.0)
-    x = jnp.stack([
-        A00 * g[0] + A01 * g[1] + A02 * g[2],
-        A01 * g[0] + A11 * g[1] + A12 * g[2],
-        A02 * g[0] + A12 * g[1] + A22 * g[2],
-    ]) * inv_det
-    return jnp.where(ok, x, 0.0), ok
-
-
-def _project_normalized(Pn: Float[Array, "cams 3 4"], X: Float[Array, "... 3"]):
-    """Normalized-plane projections of X (frame of Pn) in every camera: (xy [..., cams, 2], depth-guarded Xc)."""
-    Xc = jnp.einsum("cij,...j->...ci", Pn[:, :, :3], X) + Pn[:, :, 3]
-    z = _safe_depth(Xc[..., 2])
-    return Xc[..., :2] / z[..., None], z
+    inv = jnp.where(ok, 1.0 / jnp.where(ok, det, 1.0), 0.0)
+    return jnp.stack([
+        (A00 * g[0] + A01 * g[1] + A02 * g[2]) * inv,
+        (A01 * g[0] + A11 * g[1] + A12 * g[2]) * inv,
+        (A02 * g[0] + A12 * g[1] + A22 * g[2]) * inv,
+    ])
 
 
 def _gauss_newton(
     Pn: Float[Array, "cams 3 4"],
-    xn: Float[Array, "cams 2"],
-    w_view: Float[Array, " cams"],
-    X0: Float[Array, "3"],
+    xn: Float[Array, "cams 2 *batch"],
+    w_view: Float[Array, "cams *batch"],
+    X0: Float[Array, "3 *batch"],
     huber_delta: Float[Array, ""],
     iters: int,
-) -> Float[Array, "3"]:
-    """``iters`` Gauss-Newton / Huber-IRLS steps on r_v = x_v - pi(P_v X) over views with w_view = 1."""
-    A = Pn[:, :, :3]
+) -> Float[Array, "3 *batch"]:
+    """``iters`` Gauss-Newton / Huber-IRLS steps on r_v = x_v - pi(P_v X) over the views with w_view = 1."""
 
     def step(_, X):
-        proj, z = _project_normalized(Pn, X)
-        r = xn - proj
-        inv_z = 1.0 / z
-        zero = jnp.zeros_like(z)
-        # d pi / d Xc for pi = (x/z, y/z)
-        Jc = jnp.stack([
-            jnp.stack([inv_z, zero, -proj[:, 0] * inv_z], -1),
-            jnp.stack([zero, inv_z, -proj[:, 1] * inv_z], -1),
-        ], axis=-2)
-        J = Jc @ A  # [cams, 2, 3]
-        sq = jnp.sum(r * r, axis=-1)
+        px, py, z, A = _project_soa(Pn, X)
+        rx, ry = xn[:, 0] - px, xn[:, 1] - py
+        # d pi / d X = (A_row0 - px A_row2) / z, (A_row1 - py A_row2) / z
+        Jx = [(A[0][j] - px * A[2][j]) / z for j in range(3)]
+        Jy = [(A[1][j] - py * A[2][j]) / z for j in range(3)]
+        sq = rx * rx + ry * ry
         pos = sq > 0
         e = 0.5 * jnp.sqrt(jnp.where(pos, sq, 1.0))
-        huber = jnp.where(pos & (e > huber_delta), huber_delta / jnp.where(pos, e, 1.0), 1.0)
+        huber = jnp.where(pos & (e > huber_delta), huber_delta / e, 1.0)
         w = w_view * huber
-        H = jnp.einsum("c,cki,ckj->ij", w, J, J)
-        g = jnp.einsum("c,cki,ck->i", w, J, r)
-        dx, _ = _solve3(H, g)
-        return X + dx
+        H = {(j, k): jnp.sum(w * (Jx[j] * Jx[k] + Jy[j] * Jy[k]), axis=0) for j in range(3) for k in range(j, 3)}
+        g = [jnp.sum(w * (Jx[j] * rx + Jy[j] * ry), axis=0) for j in range(3)]
+        return X + _solve3_soa(H, g)
 
     return jax.lax.fori_loop(0, iters, step, X0)
 
 
-def triangulate_track(
+def triangulate_tracks(
     Pn: Float[Array, "cams 3 4"],
-    xn: Float[Array, "cams 2"],
-    conf: Float[Array, " cams"],
+    xn: Float[Array, "cams 2 *batch"],
+    conf: Float[Array, "cams *batch"],
     eps: Float[Array, " cams"],
     params: TriangulationParams,
-    pair_a: np.ndarray,
-    pair_b: np.ndarray,
-    refine_iters: int,
-) -> tuple[Float[Array, "3"], Bool[Array, ""], Bool[Array, " cams"], Int[Array, ""], Int[Array, ""]]:
-    """One joint track (kernel; vmapped by ``triangulate``).
+    refine_iters: int = 3,
+) -> tuple[Float[Array, "3 *batch"], Bool[Array, "*batch"], Bool[Array, "cams *batch"], Int[Array, "*batch"],
+           Int[Array, "*batch"]]:
+    """Robust triangulation of joint tracks: the kernel for one track (``*batch = ()``) that also broadcasts over
+    trailing batch axes (frames, people, joints).
+
+    Structure-of-arrays layout (structure axes leading, batch trailing) instead of ``vmap`` over a per-track
+    function: the inner dimensions here are tiny (2, 3, 4x4), and with them as minor axes XLA's CPU code was 4-20x
+    slower (strided access, batched micro-matmuls). With the batch minor every step is a fused vector loop.
 
     Args:
         Pn: normalized-plane projection matrices of the working frame (``[R|t]`` or ``normalized_projections``).
-        xn: undistorted normalized observations; must be finite (non-finite ones are masked by the caller).
+        xn: undistorted normalized observations; must be finite (the callers mask non-finite ones).
         conf: confidences, 0 = missing.
-        eps: per-camera threshold on e_v.
-        pair_a, pair_b: static view-pair indices (``view_pairs``).
+        eps: per-camera threshold on e_v (``inlier_eps_per_camera``).
+        refine_iters: Gauss-Newton steps (static).
     Returns:
-        X (working frame, 0 if invalid), valid, inlier mask, n_inliers, n_candidates.
+        X (working frame, coordinates leading; 0 if invalid), valid, inlier mask, n_inliers, n_candidates.
     """
+    C = xn.shape[0]
+    n = xn.ndim - 2
     dtype = xn.dtype
+    pair_a, pair_b = view_pairs(C)
     cand = conf > params.candidate_conf
-    n_cand = jnp.sum(cand.astype(jnp.int32))
+    n_cand = jnp.sum(cand.astype(jnp.int32), axis=0)
 
-    # --- pairwise hypotheses (selection only: no gradient needed) ---------------------------------------------
+    # --- pairwise hypotheses: selection only, so no gradient is propagated through them ----------------------
     Pn_s, xn_s, conf_s = jax.lax.stop_gradient((Pn, xn, conf))
-    Q = normal_matrix(dlt_rows(Pn_s, xn_s))  # [cams, 4, 4]
-    ca, cb = conf_s[pair_a], conf_s[pair_b]
+    Q = view_normal_entries(Pn_s, xn_s)  # [10, cams, *batch]
+    ca, cb = conf_s[pair_a], conf_s[pair_b]  # [pairs, *batch]
     pair_ok = cand[pair_a] & cand[pair_b]
     cmax = jnp.maximum(ca, cb)
     cmax = jnp.where(cmax > 0, cmax, 1.0)
     wa, wb = ca / cmax, cb / cmax
-    M = (wa * wa)[:, None, None] * Q[pair_a] + (wb * wb)[:, None, None] * Q[pair_b]
-    M = jnp.where(pair_ok[:, None, None], M, jnp.eye(4, dtype=dtype))
-    vec, _ = sym4_smallest_eigvec(M)
-    Xp, finite = homogeneous_to_point(vec)  # [pairs, 3]
-    proj, _ = _project_normalized(Pn_s, Xp)  # [pairs, cams, 2]
-    d2 = jnp.sum((xn_s[None] - proj) ** 2, axis=-1)
-    # e_v < eps  <=>  ||.||^2 < 4 eps^2 (no sqrt). Views at infinity / non-finite pairs keep only {a, b}.
-    close = (d2 < 4.0 * eps[None] ** 2) & finite[:, None] & cand[None]
-    views = jnp.arange(xn.shape[0])
-    in_pair = (views[None] == pair_a[:, None]) | (views[None] == pair_b[:, None])
-    sets = close | in_pair
-    size = jnp.where(pair_ok, jnp.sum(sets.astype(jnp.int32), axis=-1), -1)
-    best = jnp.argmax(size)  # first maximum = first pair in the reference's order wins ties
-    any_pair = size[best] >= 2
-    inliers = sets[best] & any_pair
-    n_inl = jnp.sum(inliers.astype(jnp.int32))
+    M = Q[:, pair_a] * (wa * wa)[None] + Q[:, pair_b] * (wb * wb)[None]  # [10, pairs, *batch]
+    eye = _trailing(jnp.asarray([1.0 if i == j else 0.0 for i, j in SYM4_ENTRIES], dtype), n + 1)
+    M = jnp.where(pair_ok[None], M, eye)
+    vec, _ = sym4_eig_soa(M)
+    Xp, finite = homogeneous_to_point(vec)  # [3, pairs, *batch]
+    px, py, _, _ = _project_soa(Pn_s, Xp)  # [cams, pairs, *batch]
+    dx = xn_s[:, 0][:, None] - px
+    dy = xn_s[:, 1][:, None] - py
+    # e_v < eps  <=>  ||.||^2 < 4 eps^2 (no sqrt). A pair at infinity keeps only {a, b}, like the reference's
+    # inf/NaN errors.
+    close = (dx * dx + dy * dy < _trailing(4.0 * eps * eps, n + 1)) & finite[None] & cand[:, None]
+    in_pair = np.zeros((C, len(pair_a)), bool)
+    in_pair[pair_a, np.arange(len(pair_a))] = True
+    in_pair[pair_b, np.arange(len(pair_b))] = True
+    sets = close | _trailing(jnp.asarray(in_pair), n)  # [cams, pairs, *batch]
+    size = jnp.where(pair_ok, jnp.sum(sets.astype(jnp.int32), axis=0), -1)  # [pairs, *batch]
+    best = jnp.argmax(size, axis=0)  # first maximum = first pair in the reference's order wins ties
+    any_pair = jnp.max(size, axis=0) >= 2
+    inliers = jnp.take_along_axis(sets, best[None, None], axis=1)[:, 0] & any_pair[None]  # [cams, *batch]
+    n_inl = jnp.sum(inliers.astype(jnp.int32), axis=0)
 
-    # --- final confidence-weighted DLT + Gauss-Newton refinement (differentiable, selection fixed) -------------
-    w_inl = jnp.where(inliers, conf, 0.0)
-    X0, ok0 = dlt_point(Pn, xn, w_inl)
+    # --- confidence-weighted DLT on the inliers + Gauss-Newton (differentiable, selection held fixed) ----------
+    X0, ok0 = weighted_dlt(view_normal_entries(Pn, xn), jnp.where(inliers, conf, 0.0))
     X = _gauss_newton(Pn, xn, inliers.astype(dtype), X0, jnp.asarray(params.huber_delta, dtype), refine_iters)
-    finite_X = jnp.all(jnp.isfinite(X))
+    finite_X = jnp.all(jnp.isfinite(X), axis=0)
     valid = (n_cand >= params.min_views) & (n_inl >= params.min_inliers) & ok0 & finite_X
-    X = jnp.where(valid, X, 0.0)
-    inliers = inliers & valid
-    return X, valid, inliers, jnp.where(valid, n_inl, 0), n_cand
+    X = jnp.where(valid[None], X, 0.0)
+    return X, valid, inliers & valid[None], jnp.where(valid, n_inl, 0), n_cand
 
 
 def _auto_chunk(num_frames: int, num_cams: int, people: int, joints: int, itemsize: int) -> int:
-    """Frames per vmapped batch so that the per-pair working set stays near ``CHUNK_BUDGET_BYTES``."""
+    """Frames per chunk so that the pair stage's working set stays near ``CHUNK_BUDGET_BYTES``."""
     pairs = max(1, num_cams * (num_cams - 1) // 2)
-    # Live per pair: projected points and errors over cams (3 * cams), the 4x4 Jacobi state (~26 arrays), masks.
-    per_frame = people * joints * pairs * (4 * num_cams + 48) * itemsize
+    # Live per pair: the 4x4 Jacobi state (26 arrays) and the per-camera errors / sets of the pair stage.
+    per_frame = people * joints * pairs * (2 * num_cams + 32) * itemsize
     return int(max(1, min(num_frames, CHUNK_BUDGET_BYTES // max(per_frame, 1))))
 
 
@@ -302,24 +313,44 @@ def _sanitize(keypoints: Float[Array, "... 3"]) -> tuple[Float[Array, "... 2"], 
     return uv, conf
 
 
-def _frame_normalized(Pn, xn, conf, eps, params, refine_iters):
-    """One frame: xn [cams, people, joints, 2], conf [cams, people, joints] -> per (people, joints) results."""
-    pair_a, pair_b = view_pairs(Pn.shape[0])
-    track = functools.partial(
-        triangulate_track, pair_a=pair_a, pair_b=pair_b, refine_iters=refine_iters, params=params
-    )
-    xn_t = jnp.moveaxis(xn, 0, -2)  # [people, joints, cams, 2]
-    conf_t = jnp.moveaxis(conf, 0, -1)  # [people, joints, cams]
-    per_joint = jax.vmap(jax.vmap(lambda x, c: track(Pn, x, c, eps)))
-    return per_joint(xn_t, conf_t)
-
-
 def _working_frame(R, t, normalize: bool):
     if normalize:
         center, scale = rig_normalization(R, t)
     else:
         center, scale = jnp.zeros(3, R.dtype), jnp.ones((), R.dtype)
     return normalized_projections(R, t, center, scale), center, scale
+
+
+def _map_chunks(fn, xs, num_frames: int, chunk: int):
+    """Apply ``fn`` to fixed-size frame chunks (zero padded: one shape, one compilation) with ``lax.map``, so
+    the working set is one chunk whatever the sequence length; outputs are concatenated and un-padded."""
+    chunk = max(1, min(chunk, num_frames))
+    n_chunks = -(-num_frames // chunk)
+    pad = n_chunks * chunk - num_frames
+
+    def prep(x):
+        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)) if pad else x
+        return x.reshape((n_chunks, chunk) + x.shape[1:])
+
+    xs = jax.tree.map(prep, xs)
+    out = fn(jax.tree.map(lambda x: x[0], xs)) if n_chunks == 1 else None
+    if n_chunks == 1:
+        out = jax.tree.map(lambda x: x[None], out)
+    else:
+        out = jax.lax.map(fn, xs)
+    return jax.tree.map(lambda x: x.reshape((n_chunks * chunk,) + x.shape[2:])[:num_frames], out)
+
+
+def _solve_chunk(Pn, center, scale, xn, conf, eps, params, refine_iters):
+    """xn [cams, frames, people, joints, 2], conf [cams, frames, people, joints] -> world results (frames first)."""
+    finite = jnp.all(jnp.isfinite(xn), axis=-1) & jnp.isfinite(conf)
+    conf = jnp.where(finite, jnp.maximum(conf, 0.0), 0.0)
+    xn = jnp.where(finite[..., None], xn, 0.0)
+    Xn, valid, inliers, n_inl, n_cand = triangulate_tracks(
+        Pn, jnp.moveaxis(xn, -1, 1), conf, eps, params, refine_iters
+    )
+    X = jnp.where(valid[..., None], center + scale * jnp.moveaxis(Xn, 0, -1), 0.0)
+    return X, valid, jnp.moveaxis(inliers, 0, -1), n_inl, n_cand
 
 
 @functools.partial(jax.jit, static_argnames=("refine_iters", "frame_chunk", "normalize"))
@@ -339,40 +370,33 @@ def triangulate(
         keypoints: f[frames, cams, people, joints, 3] = (x px, y px, confidence); conf 0 or NaN = missing.
         params: traced numeric settings (``TriangulationParams.from_config``).
         refine_iters: Gauss-Newton steps after the weighted DLT (static).
-        frame_chunk: frames vmapped at a time (static; 0 = from a 64 MB working-set budget).
-        normalize: solve DLT in a rig-normalized world frame (static; False = bitwise reference behaviour).
+        frame_chunk: frames per chunk (static; 0 = from a 64 MB working-set budget).
+        normalize: solve DLT in a rig-normalized world frame (static; False = the reference's algebraic DLT).
     Returns:
         ``Triangulation`` with frames x people x joints results; never NaN, invalid joints flagged.
     """
     keypoints = jnp.asarray(keypoints)
     F, C, Pp, J, _ = keypoints.shape
     dtype = keypoints.dtype
-    R = jnp.asarray(cams.R, dtype)
-    t = jnp.asarray(cams.t, dtype)
-    K = jnp.asarray(cams.K, dtype)
-    Pn, center, scale = _working_frame(R, t, normalize)
-    eps = inlier_eps_per_camera(K, params)
+    Pn, center, scale = _working_frame(jnp.asarray(cams.R, dtype), jnp.asarray(cams.t, dtype), normalize)
+    eps = inlier_eps_per_camera(jnp.asarray(cams.K, dtype), params)
     chunk = frame_chunk or _auto_chunk(F, C, Pp, J, np.dtype(dtype).itemsize)
 
-    def frame(kp):  # kp [cams, people, joints, 3]
-        uv, conf = _sanitize(kp)
+    def chunk_fn(kp):  # kp [frames, cams, people, joints, 3]
+        uv, conf = _sanitize(jnp.moveaxis(kp, 1, 0))  # [cams, frames, people, joints, (2)]
         xn = undistort_points(cams, uv)
-        ok = jnp.all(jnp.isfinite(xn), axis=-1)  # undistortion outside a lens's valid region
-        conf = jnp.where(ok, conf, 0.0)
-        xn = jnp.where(ok[..., None], xn, 0.0)
-        Xn, valid, inliers, n_inl, n_cand = _frame_normalized(Pn, xn, conf, eps, params, refine_iters)
-        X = jnp.where(valid[..., None], center + scale * Xn, 0.0)
-        uv_hat, _ = project(cams, X)  # [cams, people, joints, 2]
-        diff = jnp.moveaxis(uv_hat - uv, 0, -2)  # [people, joints, cams, 2]
+        X, valid, inliers, n_inl, n_cand = _solve_chunk(Pn, center, scale, xn, conf, eps, params, refine_iters)
+        uv_hat, _ = project(cams, X)  # [cams, frames, people, joints, 2]
+        diff = uv_hat - uv
         sq = jnp.sum(diff * diff, axis=-1)
         pos = sq > 0
-        dist = jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
+        dist = jnp.moveaxis(jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0), 0, -1)
         w = inliers.astype(dtype)
         err = jnp.sum(dist * w, axis=-1) / jnp.maximum(jnp.sum(w, axis=-1), 1.0)
         return Triangulation(xyz=X, valid=valid, n_inliers=n_inl, n_candidates=n_cand, reproj_err_px=err,
                              inliers=inliers)
 
-    return jax.lax.map(frame, keypoints, batch_size=min(chunk, F) if F else None)
+    return _map_chunks(chunk_fn, keypoints, F, chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("refine_iters", "frame_chunk", "normalize"))
@@ -402,22 +426,16 @@ def triangulate_normalized(
     xn = jnp.asarray(xn)
     conf = jnp.asarray(conf, xn.dtype)
     F, C, Pp, J, _ = xn.shape
-    R = jnp.asarray(R, xn.dtype)
-    t = jnp.asarray(t, xn.dtype)
+    Pn, center, scale = _working_frame(jnp.asarray(R, xn.dtype), jnp.asarray(t, xn.dtype), normalize)
     eps = jnp.asarray(eps, xn.dtype)
-    Pn, center, scale = _working_frame(R, t, normalize)
     chunk = frame_chunk or _auto_chunk(F, C, Pp, J, np.dtype(xn.dtype).itemsize)
 
-    def frame(args):
+    def chunk_fn(args):
         x, c = args
-        finite = jnp.all(jnp.isfinite(x), axis=-1) & jnp.isfinite(c)
-        x = jnp.where(finite[..., None], x, 0.0)
-        c = jnp.where(finite, jnp.maximum(c, 0.0), 0.0)
-        Xn, valid, inliers, n_inl, n_cand = _frame_normalized(Pn, x, c, eps, params, refine_iters)
-        X = jnp.where(valid[..., None], center + scale * Xn, 0.0)
-        return X, valid, inliers, n_inl, n_cand
+        return _solve_chunk(Pn, center, scale, jnp.moveaxis(x, 1, 0), jnp.moveaxis(c, 1, 0), eps, params,
+                            refine_iters)
 
-    return jax.lax.map(frame, (xn, conf), batch_size=min(chunk, F) if F else None)
+    return _map_chunks(chunk_fn, (xn, conf), F, chunk)
 
 
 def triangulate_with_config(

@@ -1,0 +1,593 @@
+"""Synthetic capture generation: rig + scripted interaction + body model + detector noise -> capture directory.
+
+Pipeline (`generate`), every step vectorized over frames (no Python loop over frames):
+
+1. rig (`rig.make_rig`) and body shapes (betas ~ N(0, betas_std), clipped);
+2. the scenario script (`scenarios.SCENARIOS`): keyframes per person; a random smooth time warp shared by all
+   people (timing jitter), random per-keyframe joint perturbations (pose jitter), a slow continuous sway;
+3. C1 quaternion-spline interpolation of every joint at the frame times (`motion.interpolate_rotations`);
+4. forward pass 1 of the body model -> floor contact (lowest vertex on y = 0 in every frame);
+5. separation at the keyframes: bodies without their arms are pushed apart along the line between their torsos
+   until no vertex of one lies inside the other (winding numbers, `eval.metrics.winding_and_distance`), or
+   pulled together to touch where the script asks for contact; offsets are splined over the frames;
+6. hand contacts: analytic two-bone IK of shoulder-elbow-wrist to targets on the partner's posed skin (palm
+   `contact_clearance` off the skin, hand flat along the surface, palm turned towards it), blended in by the
+   keyframed contact weights;
+7. forward pass 2 -> ground-truth keypoints (the model's COCO-17 regressor), mesh;
+8. visibility of every keypoint in every camera (`visibility.keypoint_visibility`) and the detector noise model
+   (`noise.apply_detector_noise`);
+9. measured ground-truth interpenetration between the people (`eval.metrics.interpenetration`).
+
+Randomness: independent streams per concern spawned from one seed (`numpy.random.SeedSequence`), so changing the
+noise settings does not change the motion. Same seed and config -> same bytes on disk (`write_synth_capture`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from h4djax.body import BodyModel, SmplParams, load_body_model, smpl_forward_batch
+from h4djax.errors import ConfigError
+from h4djax.eval.metrics import FaceClusters, cluster_faces, interpenetration, winding_and_distance
+from h4djax.geometry import Cameras, project, to_jax
+from h4djax.synth.config import SynthConfig, to_dict
+from h4djax.synth.motion import (
+    aa_to_mat, aa_to_quat, global_rotations, interpolate_positions, interpolate_rotations, mat_to_aa, quat_to_mat,
+    rotation_between, slerp, mat_to_quat, quat_to_aa, two_bone_ik,
+)
+from h4djax.synth.noise import NOISE_LABELS, apply_detector_noise
+from h4djax.synth.rig import make_rig
+from h4djax.synth.scenarios import ANCHORS, SCENARIOS, Anchor, Script, bystander_keys, pose_rotvecs
+from h4djax.synth.visibility import keypoint_visibility
+
+__all__ = ["SynthCapture", "generate", "write_synth_capture", "BodyTopology", "body_topology"]
+
+JOINT_SET = "coco17"
+_ARM_JOINTS = ("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+               "left_hand", "right_hand")
+_SIDE_IDX = {"left": dict(collar=13, shoulder=16, elbow=18, wrist=20, hand=22, sign=1.0),
+             "right": dict(collar=14, shoulder=17, elbow=19, wrist=21, hand=23, sign=-1.0)}
+_PALM_OFFSET = 0.025  # wrist joint centre to palm skin (m), so a clearance is measured from the skin
+_SPINE3 = 9
+
+
+@dataclass
+class SynthCapture:
+    """Everything `generate` produces (host numpy arrays).
+
+    cameras: host Cameras. keypoints: f32[frames, cams, people, 17, 3] noisy detections. clean: f32[frames, cams,
+    people, 17, 2] exact projections of the ground truth. labels: i8[frames, cams, people, 17] noise effect per
+    keypoint (`noise.NOISE_LABELS`). joints3d: f32[frames, people, 17, 3] ground-truth keypoints (m).
+    global_orient, body_pose, betas, transl: SMPL-layout parameters. stats: measured numbers (timings,
+    interpenetration, noise rates) for reports.
+    """
+
+    cameras: Cameras
+    keypoints: np.ndarray
+    clean: np.ndarray
+    labels: np.ndarray
+    joints3d: np.ndarray
+    global_orient: np.ndarray
+    body_pose: np.ndarray
+    betas: np.ndarray
+    transl: np.ndarray
+    fps: float
+    config: SynthConfig
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BodyTopology:
+    """Per-model host data the generator derives once: torso-only faces (no arm vertices) and their clusters,
+    full-mesh clusters, and the vertex index of every skin anchor with its adjacent faces (for normals)."""
+
+    arm_vertex: np.ndarray
+    torso_faces: np.ndarray
+    torso_clusters: FaceClusters
+    clusters: FaceClusters
+    anchor_vertex: dict[str, int]
+    anchor_faces: np.ndarray  # [anchors, max_adjacent] face indices, -1 padded
+    anchor_names: tuple[str, ...]
+
+
+def _anchor_vertex(model_np: dict, a: Anchor) -> int:
+    v = model_np["v_template"]
+    J = model_np["J_template"]
+    dom = np.argmax(model_np["weights"], 1)
+    from h4djax.body.model import SMPL_JOINT_NAMES
+
+    allowed = np.isin(dom, [SMPL_JOINT_NAMES.index(n) for n in a.joints])
+    j = J[SMPL_JOINT_NAMES.index(a.joint)]
+    band = np.abs(v[:, 1] - (j[1] + a.dy)) < a.band
+    cand = np.flatnonzero(allowed & band)
+    if cand.size == 0:
+        cand = np.flatnonzero(allowed)
+    d = np.asarray(a.direction, float)
+    d = d / np.linalg.norm(d)
+    rel = v[cand] - j
+    # Farthest along the direction, among points roughly in that direction from the joint.
+    score = rel @ d - 0.5 * np.linalg.norm(rel - np.outer(rel @ d, d), axis=1)
+    return int(cand[np.argmax(score)])
+
+
+_TOPOLOGY_CACHE: dict[str, BodyTopology] = {}
+
+
+def body_topology(model: BodyModel) -> BodyTopology:
+    """Derived host data of `model` (cached per model sha256/name)."""
+    key = model.sha256 or model.name or str(id(model))
+    if key in _TOPOLOGY_CACHE:
+        return _TOPOLOGY_CACHE[key]
+    from h4djax.body.model import SMPL_JOINT_NAMES
+
+    m = {k: np.asarray(getattr(model, k), np.float64) for k in ("v_template", "J_template", "weights")}
+    faces = np.asarray(model.faces, np.int64)
+    dom = np.argmax(m["weights"], 1)
+    arm_ids = [SMPL_JOINT_NAMES.index(n) for n in _ARM_JOINTS]
+    arm_vertex = np.isin(dom, arm_ids)
+    torso_faces = faces[~arm_vertex[faces].any(1)]
+    names = tuple(sorted(ANCHORS))
+    av = {n: _anchor_vertex(m, ANCHORS[n]) for n in names}
+    adj = [np.flatnonzero((faces == av[n]).any(1)) for n in names]
+    width = max(len(a) for a in adj)
+    af = np.full((len(names), width), -1, np.int64)
+    for i, a in enumerate(adj):
+        af[i, : len(a)] = a
+    topo = BodyTopology(
+        arm_vertex=arm_vertex, torso_faces=torso_faces,
+        torso_clusters=cluster_faces(torso_faces, m["v_template"]), clusters=cluster_faces(faces, m["v_template"]),
+        anchor_vertex=av, anchor_faces=af, anchor_names=names,
+    )
+    _TOPOLOGY_CACHE[key] = topo
+    return topo
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Motion assembly
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _time_warp(n: int, fps: float, tempo: float, jitter: float, rng: np.random.Generator) -> np.ndarray:
+    """Script times (s) of the frames: t * tempo plus a smooth random warp (a few slow sinusoids) whose slope stays
+    within +-jitter, shared by all people so their interaction stays synchronized."""
+    t = np.arange(n) / fps * tempo
+    if jitter <= 0:
+        return t
+    freqs = rng.uniform(0.05, 0.25, 3)
+    phases = rng.uniform(0, 2 * np.pi, 3)
+    amps = jitter / (2 * np.pi * freqs * 3)  # each term's slope amplitude = jitter / 3
+    return t + np.sum(amps * np.sin(2 * np.pi * freqs * t[:, None] + phases), -1)
+
+
+def _sway(n: int, t: np.ndarray, amp_deg: float, rng: np.random.Generator) -> np.ndarray:
+    """[frames, 24, 3] slow sway rotation vectors on spine, neck, head and collars (sums of sinusoids)."""
+    out = np.zeros((n, 24, 3))
+    joints = np.array([3, 6, 9, 12, 15, 13, 14])
+    f = rng.uniform(0.08, 0.4, (len(joints), 3, 2))
+    ph = rng.uniform(0, 2 * np.pi, (len(joints), 3, 2))
+    a = np.deg2rad(amp_deg) * rng.uniform(0.3, 1.0, (len(joints), 3, 2))
+    out[:, joints] = np.sum(a * np.sin(2 * np.pi * f * t[:, None, None, None] + ph), -1)
+    return out
+
+
+@dataclass
+class _Track:
+    """Interpolated motion of one person: local rotation matrices, root floor position, contacts per hand."""
+
+    rot: np.ndarray  # [F, 24, 3, 3]
+    root_xz: np.ndarray  # [F, 2]
+    key_times: np.ndarray
+    contact_w: dict  # side -> [F]
+    contact_a: dict  # side -> (anchor name at segment start [F], at segment end [F], blend [F])
+    contact_clear: dict  # side -> [F]
+    contact_pole: dict  # side -> [F, 3]
+
+
+def _interpolate_track(keys, times, mode: str, jitter_deg: float, sway: np.ndarray, rng) -> _Track:
+    kt = np.array([k[0] for k in keys])
+    poses = [k[1] for k in keys]
+    rv = np.stack([pose_rotvecs(p) for p in poses])  # [n, 24, 3]
+    # Pose jitter: a small random rotation composed onto every body joint of every keyframe.
+    if jitter_deg > 0:
+        jit = np.deg2rad(jitter_deg) * rng.standard_normal(rv.shape)
+        jit[:, 0] = 0.0
+        rv = mat_to_aa(aa_to_mat(rv) @ aa_to_mat(jit))
+    q = interpolate_rotations(kt, aa_to_quat(rv), times, mode)  # [F, 24, 4]
+    rot = quat_to_mat(q) @ aa_to_mat(sway)
+    root = interpolate_positions(kt, np.array([p.root for p in poses]), times, mode)
+    cw, ca, cc, cp = {}, {}, {}, {}
+    i = np.clip(np.searchsorted(kt, np.clip(times, kt[0], kt[-1]), side="right") - 1, 0, max(len(kt) - 2, 0))
+    j = np.minimum(i + 1, len(kt) - 1)
+    u = np.clip((times - kt[i]) / np.maximum(kt[j] - kt[i], 1e-9), 0, 1)
+    u = u * u * (3 - 2 * u)
+    for side in ("left", "right"):
+        cons = [p.contacts.get(side) for p in poses]
+        w = np.array([c.weight if c is not None else 0.0 for c in cons])
+        cw[side] = np.clip(interpolate_positions(kt, w[:, None], times, "slerp")[:, 0], 0.0, 1.0)
+        names = np.array([c.anchor if c is not None else "" for c in cons], dtype=object)
+        # Where one end of a segment has no contact, hold the other end's target (the weight fades instead).
+        a0, a1 = names[i].copy(), names[j].copy()
+        a0 = np.where(a0 == "", a1, a0)
+        a1 = np.where(a1 == "", a0, a1)
+        ca[side] = (a0, a1, u)
+        clear = np.array([c.clearance if c is not None else 0.0 for c in cons])
+        cc[side] = clear[i] * (1 - u) + clear[j] * u
+        pole = np.array([c.pole if c is not None else (1.0, -0.6, -0.3) for c in cons], float)
+        cp[side] = pole[i] * (1 - u[:, None]) + pole[j] * u[:, None]
+    return _Track(rot=rot, root_xz=root, key_times=kt, contact_w=cw, contact_a=ca, contact_clear=cc,
+                  contact_pole=cp)
+
+
+def _params_from(tracks: list[_Track], rest_pelvis: np.ndarray, betas: np.ndarray, y: np.ndarray | None = None,
+                 offsets: np.ndarray | None = None):
+    """SMPL params [P, F, ...] (float64 numpy) from tracks; pelvis on the given floor position, height `y`."""
+    P = len(tracks)
+    F = tracks[0].rot.shape[0]
+    rv = np.stack([mat_to_aa(t.rot) for t in tracks])  # [P, F, 24, 3]
+    transl = np.zeros((P, F, 3))
+    for p, t in enumerate(tracks):  # loop over people (2-4), each vectorized over frames
+        transl[p, :, 0] = t.root_xz[:, 0] - rest_pelvis[p, 0]
+        transl[p, :, 2] = t.root_xz[:, 1] - rest_pelvis[p, 2]
+    if y is not None:
+        transl[..., 1] = y
+    if offsets is not None:
+        transl += offsets
+    return rv, transl
+
+
+def _forward(model: BodyModel, rv: np.ndarray, betas: np.ndarray, transl: np.ndarray, chunk: int = 40):
+    """Full forward pass for [P, F] person-frames in chunks of frames (bounded memory). Returns numpy
+    (vertices f32 [P, F, V, 3], joints f32 [P, F, 24, 3], keypoints f32 [P, F, K, 3])."""
+    P, F = rv.shape[:2]
+    n = -(-F // chunk)
+    pad = n * chunk - F
+
+    def prep(a):  # [P, F, ...] -> [n, P, chunk, ...] float32
+        a = np.concatenate([a, np.repeat(a[:, -1:], pad, 1)], 1) if pad else a
+        return jnp.asarray(np.moveaxis(a.reshape((P, n, chunk) + a.shape[2:]), 1, 0), jnp.float32)
+
+    go = prep(rv[..., 0, :])
+    bp = prep(rv[..., 1:, :].reshape(P, F, 69))
+    tr = prep(transl)
+    v, j, k = _forward_chunks(model, go, bp, jnp.asarray(betas, jnp.float32), tr)
+
+    def back(a):  # [n, P, chunk, ...] -> [P, F, ...]
+        a = np.moveaxis(np.asarray(a), 0, 1)
+        return a.reshape((P, n * chunk) + a.shape[3:])[:, :F]
+
+    return back(v), back(j), back(k)
+
+
+@jax.jit
+def _forward_chunks(model: BodyModel, go, bp, betas, tr):
+    def one(x):
+        out = smpl_forward_batch(model, SmplParams(global_orient=x[0], body_pose=x[1], betas=betas, transl=x[2]))
+        return out.vertices, out.joints, out.keypoints
+
+    return jax.lax.map(one, (go, bp, tr))
+
+
+def _vertex_normals(verts: np.ndarray, faces: np.ndarray, face_ids: np.ndarray) -> np.ndarray:
+    """Area-weighted normals [..., anchors, 3] at anchor vertices from their adjacent faces (-1 padded)."""
+    fi = np.maximum(face_ids, 0)
+    tri = verts[..., faces[fi], :]  # [..., A, W, 3, 3]
+    n = np.cross(tri[..., 1, :] - tri[..., 0, :], tri[..., 2, :] - tri[..., 0, :])
+    n = np.where((face_ids >= 0)[..., None], n, 0.0).sum(-2)
+    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+
+
+def _separate(model, topo: BodyTopology, verts: np.ndarray, joints: np.ndarray, frames: np.ndarray,
+              touch: np.ndarray, movable: list[float], margin: float, iters: int) -> np.ndarray:
+    """Offsets [len(frames), 2, 3] for people 0 and 1 at the given frames so that their arm-less bodies do not
+    intersect (and touch within `margin` where `touch`). Batched over frames; `iters` push/pull rounds."""
+    keep = np.flatnonzero(~topo.arm_vertex)[::5]
+    va = jnp.asarray(verts[0, frames], jnp.float32)
+    vb = jnp.asarray(verts[1, frames], jnp.float32)
+    ca = joints[0, frames, 6]  # spine2: torso centre
+    cb = joints[1, frames, 6]
+    d = cb - ca
+    d = d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-9)
+    wa, wb = movable[0], movable[1]
+    tot = max(wa + wb, 1e-9)
+    wa, wb = wa / tot, wb / tot
+    off = np.zeros((len(frames), 2, 3))
+    for _ in range(iters):  # a handful of rounds, each batched over all keyframes
+        pa = va + jnp.asarray(off[:, 0, None, :], jnp.float32)
+        pb = vb + jnp.asarray(off[:, 1, None, :], jnp.float32)
+        depth_b, gap_b = _pen_depth(pb[:, keep], pa, topo.torso_clusters)
+        depth_a, gap_a = _pen_depth(pa[:, keep], pb, topo.torso_clusters)
+        depth = np.maximum(np.asarray(depth_a), np.asarray(depth_b))
+        gap = np.minimum(np.asarray(gap_a), np.asarray(gap_b))
+        # Penetrating: push apart by the depth (+ margin). Not touching where asked to: pull in by the gap.
+        push = np.where(depth > 0, depth + margin, np.where(touch & (gap > margin), -(gap - margin), 0.0))
+        if np.all(np.abs(push) < 1e-3):
+            break
+        off[:, 0] -= wa * push[:, None] * d
+        off[:, 1] += wb * push[:, None] * d
+    return off
+
+
+@jax.jit
+def _pen_depth(points, mesh_verts, clusters):
+    """Per frame: deepest penetration of `points` into the mesh and smallest gap of outside points (m)."""
+
+    def one(p, v):
+        w, dist = winding_and_distance(p, v, clusters, near_clusters=8)
+        inside = jnp.abs(w) > 0.5
+        return jnp.max(jnp.where(inside, dist, 0.0)), jnp.min(jnp.where(inside, jnp.inf, dist))
+
+    return jax.lax.map(lambda x: one(*x), (points, mesh_verts))
+
+
+def _arm_ik(track: _Track, side: str, rest: np.ndarray, shoulder_pos: np.ndarray, targets: np.ndarray,
+            normals: np.ndarray, weight: np.ndarray, pole_local: np.ndarray, parents) -> None:
+    """Blend IK rotations of one arm into `track.rot` in place (vectorized over frames).
+
+    targets/normals: [F, 3] skin point and outward normal the palm should rest on. weight: [F] in [0, 1]."""
+    ix = _SIDE_IDX[side]
+    s = ix["sign"]
+    sh, el, wr, hd, co = ix["shoulder"], ix["elbow"], ix["wrist"], ix["hand"], ix["collar"]
+    G = global_rotations(track.rot, parents)  # [F, 24, 3, 3]
+    l1 = np.linalg.norm(rest[el] - rest[sh])
+    l2 = np.linalg.norm(rest[wr] - rest[el])
+    hand_len = np.linalg.norm(rest[hd] - rest[wr])
+    r1 = (rest[el] - rest[sh]) / l1
+    r2 = (rest[wr] - rest[el]) / l2
+    r3 = (rest[hd] - rest[wr]) / hand_len
+    # Hand along the surface, in the direction the arm arrives from (tangent plane projection).
+    app = targets - shoulder_pos
+    t_hand = app - np.sum(app * normals, -1, keepdims=True) * normals
+    t_hand /= np.maximum(np.linalg.norm(t_hand, axis=-1, keepdims=True), 1e-9)
+    wrist_target = targets + normals * _PALM_OFFSET - 0.5 * hand_len * t_hand
+    pole = np.einsum("fij,j->fi", G[:, _SPINE3], pole_local * np.array([s, 1.0, 1.0])) if pole_local.ndim == 1 else \
+        np.einsum("fij,fj->fi", G[:, _SPINE3], pole_local * np.array([s, 1.0, 1.0]))
+    E, W, _ = two_bone_ik(shoulder_pos, wrist_target, pole, np.full(len(pole), l1), np.full(len(pole), l2))
+    b1 = (E - shoulder_pos) / l1
+    b2 = W - E
+    b2 /= np.linalg.norm(b2, axis=-1, keepdims=True)
+    # Elbow hinge: the T-pose vertical (module scenarios: forearm to the front of a hanging arm).
+    h_rest = np.array([0.0, -s, 0.0])
+    h_rest = h_rest - (h_rest @ r1) * r1
+    h_rest /= np.linalg.norm(h_rest)
+    h = np.cross(b1, b2)
+    hn = np.linalg.norm(h, axis=-1, keepdims=True)
+    alt = np.cross(b1, pole)
+    h = np.where(hn > 1e-6, h / np.maximum(hn, 1e-12), alt / np.maximum(np.linalg.norm(alt, axis=-1, keepdims=True),
+                                                                        1e-12))
+    F_rest = np.stack([r1, h_rest, np.cross(r1, h_rest)], -1)
+    F_tgt = np.stack([b1, h, np.cross(b1, h)], -1)
+    G_sh = F_tgt @ F_rest.T
+    L_sh = np.swapaxes(G[:, co], -1, -2) @ G_sh
+    # Elbow: bend onto b2, then turn the forearm about its axis so the palm faces the surface (palm normal in the
+    # T-pose is -y); 60% of that twist at the elbow, the rest at the wrist, limited to what a forearm does.
+    R_bend = rotation_between(np.broadcast_to(r2, b2.shape), np.einsum("fji,fj->fi", G_sh, b2))
+    G_el0 = G_sh @ R_bend
+    palm = np.einsum("fij,j->fi", G_el0, np.array([0.0, -1.0, 0.0]))
+    want = -normals
+    pp = palm - np.sum(palm * b2, -1, keepdims=True) * b2
+    ww = want - np.sum(want * b2, -1, keepdims=True) * b2
+    ang = np.arctan2(np.sum(np.cross(pp, ww) * b2, -1), np.sum(pp * ww, -1))
+    ang = np.clip(ang, -np.deg2rad(110), np.deg2rad(110))
+    tw_el = aa_to_mat(r2[None] * (0.6 * ang)[:, None])
+    L_el = R_bend @ tw_el
+    G_el = G_sh @ L_el
+    tw_wr = aa_to_mat(r3[None] * (0.4 * ang)[:, None])
+    R_w = rotation_between(np.broadcast_to(r3, t_hand.shape), np.einsum("fji,fj->fi", G_el @ tw_wr, t_hand))
+    L_wr = tw_wr @ R_w
+    w = weight[:, None]
+    for j, L in ((sh, L_sh), (el, L_el), (wr, L_wr)):
+        q0 = mat_to_quat(track.rot[:, j])
+        q1 = mat_to_quat(L)
+        track.rot[:, j] = quat_to_mat(slerp(q0, q1, w[:, 0]))
+
+
+def _contact_targets(name_arr: np.ndarray, partner_verts: np.ndarray, partner_normals: np.ndarray,
+                     topo: BodyTopology, hold: np.ndarray, hold_normal: np.ndarray):
+    """Per frame the skin point and normal of the named anchor (or the hold point). name_arr: [F] of str."""
+    F = len(name_arr)
+    idx = {n: i for i, n in enumerate(topo.anchor_names)}
+    ai = np.array([idx.get(n, -1) for n in name_arr])
+    pos = np.where((ai >= 0)[:, None], partner_verts[np.arange(F), np.maximum(ai, 0)], hold)
+    nrm = np.where((ai >= 0)[:, None], partner_normals[np.arange(F), np.maximum(ai, 0)], hold_normal)
+    return pos, nrm
+
+
+def _floor_y(verts: np.ndarray) -> np.ndarray:
+    """Translation (m) lifting each person-frame so its lowest vertex is on the floor. verts [P, F, V, 3]."""
+    return -verts[..., 1].min(-1)
+
+
+def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = False,
+             measure_frames: int = 60) -> SynthCapture:
+    """Generate a synthetic capture (see module docstring). `measure_frames`: how many evenly spaced frames the
+    ground-truth interpenetration is measured on (0 = skip)."""
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    def tick(name, t0):
+        timings[name] = round(time.perf_counter() - t0, 3)
+        if progress:
+            print(f"  synth: {name:<14s} {timings[name]:7.2f} s", flush=True)
+        return time.perf_counter()
+
+    mc, nc = cfg.motion, cfg.noise
+    if mc.scenario not in SCENARIOS:
+        raise ConfigError(f"motion.scenario: unknown scenario {mc.scenario!r}; choose from {sorted(SCENARIOS)}")
+    if mc.num_people < 2:
+        raise ConfigError(f"motion.num_people: close interaction needs at least 2 people, got {mc.num_people}")
+    if mc.num_frames < 2 or mc.fps <= 0:
+        raise ConfigError("motion.num_frames must be >= 2 and motion.fps > 0")
+    model = model if model is not None else load_body_model()
+    t0 = time.perf_counter()
+    topo = body_topology(model)
+    ss = np.random.SeedSequence(cfg.seed)
+    r_rig, r_shape, r_motion, r_noise, r_jit = (np.random.default_rng(s) for s in ss.spawn(5))
+    cams = make_rig(cfg.rig, r_rig)
+    P, F = mc.num_people, mc.num_frames
+    betas = np.clip(mc.betas_std * r_shape.standard_normal((P, model.num_betas)), -2.5, 2.5)
+    # Scenario script over the warped duration (+1 s so the last frames never clamp onto the end pose).
+    times = _time_warp(F, mc.fps, mc.tempo, mc.timing_jitter, r_motion)
+    duration = float(times[-1]) + 1.0
+    script: Script = SCENARIOS[mc.scenario](duration, r_motion, mc.position_jitter)
+    keys = list(script.keys)
+    radius = cfg.rig.arena_size / 2.0 - 0.5
+    for _ in range(2, P):
+        keys.append(bystander_keys(duration, r_motion, radius))
+    tracks = [_interpolate_track(k, times, mc.interpolation, mc.pose_jitter_deg, _sway(F, times, mc.sway_deg, r_jit),
+                                 r_jit) for k in keys]
+    rest = np.asarray(jax.vmap(lambda b: model.J_template + model.J_shapedirs @ b)(jnp.asarray(betas, jnp.float32)),
+                      np.float64)  # [P, 24, 3]
+    t0 = tick("script", t0)
+
+    # Pass 1: floor contact.
+    rv, transl = _params_from(tracks, rest[:, 0], betas, y=np.zeros(1))
+    verts, joints, _ = _forward(model, rv, betas, transl)
+    y = _floor_y(verts)
+    verts[..., 1] += y[..., None]
+    joints[..., 1] += y[..., None]
+    t0 = tick("pass1", t0)
+
+    # Separation at the keyframes of the interacting pair, splined over the frames.
+    kt = np.union1d(tracks[0].key_times, tracks[1].key_times)
+    kt = kt[(kt >= times[0]) & (kt <= times[-1])]
+    kf = np.unique(np.clip(np.searchsorted(times, kt), 0, F - 1))
+    if len(kf) == 0:
+        kf = np.array([0])
+    # Touch where both hands of someone are in contact (embrace, hold, grappling) at that keyframe.
+    touch = np.zeros(len(kf), bool)
+    for tr in tracks[:2]:
+        touch |= (tr.contact_w["left"][kf] > 0.9) & (tr.contact_w["right"][kf] > 0.9)
+    off_k = _separate(model, topo, verts, joints, kf, touch, script.movable, mc.separation_margin,
+                      mc.separation_iters)
+    offsets = np.zeros((P, F, 3))
+    if len(kf) > 1:
+        offsets[:2] = np.moveaxis(interpolate_positions(times[kf], off_k, times, "spline"), 0, 1)
+    else:
+        offsets[:2] = off_k[0][:, None, :]
+    verts[:2] += offsets[:2, :, None, :]
+    joints[:2] += offsets[:2, :, None, :]
+    t0 = tick("separation", t0)
+
+    # Hand contacts by IK onto the partner's skin (people 0 and 1).
+    aidx = np.array([topo.anchor_vertex[n] for n in topo.anchor_names])
+    anchor_pos = verts[:2][:, :, aidx]  # [2, F, A, 3]
+    anchor_nrm = _vertex_normals(verts[:2], np.asarray(model.faces, np.int64), topo.anchor_faces)
+    # Hand-hold point (dance): beside the pair at shoulder height, between person 0's left and 1's right shoulder.
+    sh = (joints[0, :, 16] + joints[1, :, 17]) / 2
+    dir01 = joints[1, :, 6] - joints[0, :, 6]
+    dir01[:, 1] = 0
+    dir01 /= np.maximum(np.linalg.norm(dir01, axis=-1, keepdims=True), 1e-9)
+    left0 = joints[0, :, 16] - joints[0, :, 17]
+    left0[:, 1] = 0
+    left0 /= np.maximum(np.linalg.norm(left0, axis=-1, keepdims=True), 1e-9)
+    hold = sh + 0.22 * left0 + np.array([0.0, 0.05, 0.0])
+    for p in (0, 1):
+        q = 1 - p
+        for side in ("left", "right"):
+            w = tracks[p].contact_w[side]
+            if not np.any(w > 0):
+                continue
+            hold_p = hold - (0.04 if p == 0 else -0.04) * dir01
+            hold_n = -dir01 if p == 0 else dir01
+            a0, a1, u = tracks[p].contact_a[side]
+            p0, n0 = _contact_targets(a0, anchor_pos[q], anchor_nrm[q], topo, hold_p, hold_n)
+            p1, n1 = _contact_targets(a1, anchor_pos[q], anchor_nrm[q], topo, hold_p, hold_n)
+            clear = mc.contact_clearance + tracks[p].contact_clear[side]
+            nrm = n0 * (1 - u[:, None]) + n1 * u[:, None]
+            nrm /= np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-9)
+            tgt = p0 * (1 - u[:, None]) + p1 * u[:, None] + clear[:, None] * nrm
+            _arm_ik(tracks[p], side, rest[p], joints[p, :, _SIDE_IDX[side]["shoulder"]], tgt, nrm, w,
+                    tracks[p].contact_pole[side], model.parents)
+    t0 = tick("contact_ik", t0)
+
+    # Pass 2: final bodies.
+    rv, transl = _params_from(tracks, rest[:, 0], betas, y=y, offsets=offsets)
+    verts, joints, kpts = _forward(model, rv, betas, transl)
+    joints3d = kpts[:, :, :17].transpose(1, 0, 2, 3)  # [F, P, 17, 3]
+    t0 = tick("pass2", t0)
+
+    # Visibility and detector noise.
+    vstride = max(1, nc.depth_vertex_stride)
+    cams_j = to_jax(cams)
+    vis = keypoint_visibility(cams_j, jnp.asarray(verts[:, :, ::vstride].transpose(1, 0, 2, 3)),
+                              jnp.asarray(joints3d), grid=nc.depth_grid, self_margin=nc.self_occlusion_margin,
+                              mutual_margin=nc.mutual_occlusion_margin)
+    uv, front = project(cams_j, jnp.asarray(joints3d))  # [C, F, P, K, 2]
+    uv = np.asarray(uv, np.float64).transpose(1, 0, 2, 3, 4)
+    front = np.asarray(front).transpose(1, 0, 2, 3)
+    occluder = np.asarray(vis.occluder) if nc.occlusion else np.full(front.shape, -1)
+    t0 = tick("visibility", t0)
+    kp, labels = apply_detector_noise(uv, front, np.asarray(cams.size), np.asarray(vis.box, np.float64),
+                                      np.asarray(vis.in_front), occluder, nc, r_noise)
+    t0 = tick("noise", t0)
+
+    stats: dict = {"timings_s": timings}
+    if measure_frames > 0:
+        mf = np.unique(np.linspace(0, F - 1, min(measure_frames, F)).round().astype(int))
+        ip = interpenetration(jnp.asarray(verts[0, mf]), jnp.asarray(verts[1, mf]), topo.clusters, vertex_stride=3)
+        dmax = np.asarray(ip.depth_max)
+        stats["interpenetration"] = {
+            "frames_measured": int(len(mf)), "vertex_stride": 3,
+            "max_depth_mm": round(float(dmax.max()) * 1000, 2),
+            "mean_max_depth_mm": round(float(dmax.mean()) * 1000, 2),
+            "p95_max_depth_mm": round(float(np.percentile(dmax, 95)) * 1000, 2),
+            "frames_with_penetration": int(np.sum(np.asarray(ip.inside) > 0)),
+            "mean_inside_vertices": round(float(np.mean(np.asarray(ip.inside))), 2),
+        }
+        # Closest approach (contact): the smallest gap between the two bodies over the measured frames.
+        t0 = tick("interpenetration", t0)
+    lab = labels
+    stats["noise_labels"] = {name: round(float(np.mean(lab == k)), 5) for k, name in NOISE_LABELS.items()}
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    go = rv[..., 0, :].transpose(1, 0, 2)
+    bp = rv[..., 1:, :].reshape(P, F, 69).transpose(1, 0, 2)
+    return SynthCapture(
+        cameras=cams, keypoints=kp, clean=uv.astype(np.float32), labels=labels, joints3d=joints3d.astype(np.float32),
+        global_orient=go.astype(np.float32), body_pose=bp.astype(np.float32), betas=betas.astype(np.float32),
+        transl=transl.transpose(1, 0, 2).astype(np.float32), fps=float(mc.fps), config=cfg, stats=stats,
+    )
+
+
+def _normalize_zip(path: Path) -> None:
+    """Rewrite a .npz with fixed member timestamps (numpy stamps the wall clock), so equal arrays give equal
+    bytes."""
+    with zipfile.ZipFile(path) as z:
+        items = [(i, z.read(i.filename)) for i in z.infolist()]
+    tmp = path.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for info, data in items:
+            zi = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            zi.compress_type = info.compress_type
+            zi.external_attr = info.external_attr
+            z.writestr(zi, data)
+    tmp.replace(path)
+
+
+def write_synth_capture(directory: str | Path, sc: SynthCapture) -> Path:
+    """Write the capture directory of FORMATS.md (cameras.toml, keypoints2d.npz, gt.npz) with
+    `h4djax.io.capture.write_capture`, plus `synth.npz` (clean 2D projections, noise labels) and `synth.json`
+    (config and measured stats). Byte-identical for identical inputs."""
+    from h4djax.io.capture import Capture, GroundTruth, write_capture
+
+    root = Path(directory)
+    gt = GroundTruth(joints3d=sc.joints3d, global_orient=sc.global_orient, body_pose=sc.body_pose, betas=sc.betas,
+                     transl=sc.transl)
+    cap = Capture(cameras=sc.cameras, keypoints=sc.keypoints, joint_set=JOINT_SET, associated=True, fps=sc.fps, gt=gt)
+    write_capture(root, cap)
+    np.savez_compressed(root / "synth.npz", clean=sc.clean, labels=sc.labels)
+    for name in ("keypoints2d.npz", "gt.npz", "synth.npz"):
+        _normalize_zip(root / name)
+    stats = {k: v for k, v in sc.stats.items() if k != "timings_s"}
+    meta = {"config": to_dict(sc.config), "stats": stats, "joint_set": JOINT_SET,
+            "noise_labels": NOISE_LABELS}
+    (root / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    return root
