@@ -176,6 +176,47 @@ class DetectConfig:
     keypoint_model: str = "models/blazepose_landmark_full.onnx"
     threads: int = 2
     min_score: float = 0.5
+    # --- running over a capture (h4djax.detect.pipeline) ---
+    tiles: int = 3
+    """Square tiles along the long side of each frame on which the person detector also runs (BlazePose letterboxes
+    the whole frame to 224 px and mostly reports only the most prominent person); 0 = whole frame only."""
+    redetect_every: int = 30
+    """Frames between detector runs while every track is found through its projected ROI (0: only on the first
+    frame and whenever a track is seen in fewer than min_views views)."""
+    roi_from_3d: bool = True
+    """ROIs of tracked people come from projecting their last 3D keypoints into each view (Harmony4D near contact);
+    False: run the detector on every frame."""
+    roi_max_age: int = 5
+    """Tracks unseen for more frames than this get no projected ROI (their 3D is too old to crop from)."""
+    min_pose_score: float = 0.5
+    """A person whose keypoint-model presence score (BlazePose pose flag) is below this is not in that view."""
+    # --- identity across views (h4djax.associate) ---
+    assoc_conf: float = 0.3
+    """Keypoints above this confidence take part in cross-view affinities and reprojection OKS."""
+    assoc_min_joints: int = 5
+    """Two detections are comparable across views only if they share this many keypoints."""
+    assoc_max_dist: float = 0.15
+    """Mean ray-to-ray distance (m) over shared keypoints below which two detections may be one person."""
+    min_views: int = 2
+    """A person needs this many associated views in a frame to be triangulated / tracked (background people seen
+    by one camera never become subjects)."""
+    reproj_min_oks: float = 0.5
+    """A detection joins a triangulated person only if the OKS with the person's projection is at least this."""
+    # --- identity over time ---
+    track_max_dist: float = 0.5
+    """Gate (m, mean 3D keypoint distance) for matching a person to a track seen in the previous frame."""
+    track_max_speed: float = 3.0
+    """The gate widens by this speed (m/s) times the frames a track was unseen."""
+    track_max_missing: int = 30
+    """A track unseen for more frames ends (a person coming back later gets a new id)."""
+    track_merge_dist: float = 0.1
+    """Two tracks closer than this (m, mean 3D keypoint distance) are one person: the younger ends."""
+    max_people: int = 2
+    """Subjects kept: the most persistent multi-view tracks ((frame, view) observations); 0 = all tracks."""
+    min_track_frames: int = 10
+    """Tracks shorter than this many frames are never subjects."""
+    cache: bool = True
+    """Reuse keypoints2d.npz written by a previous run with the same settings and models (config hash)."""
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def model():
 
 def test_init_recovers_global_pose(model):
     gt, kp = _sequence(model, F=8, P=2, amp=0.0)  # rest body pose: init must be (near) exact for root + limbs
-    init = init_params(model, kp, jnp.ones(kp.shape[:3], bool))
+    init = jax.jit(init_params)(model, kp, jnp.ones(kp.shape[:3], bool))
     Rg = axis_angle_to_matrix(jnp.swapaxes(gt.global_orient, 0, 1))
     Ri = axis_angle_to_matrix(init.global_orient)
     ang = np.degrees(np.arccos(np.clip((np.trace(np.swapaxes(np.asarray(Rg), -1, -2) @ np.asarray(Ri), axis1=-2,

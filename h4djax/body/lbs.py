@@ -120,15 +120,26 @@ def skin_vertices(
     A: Float[Array, "joints 12"],
     pose_blend: bool,
 ) -> Float[Array, "n 3"]:
-    """Blend shapes + LBS for a set of n vertices (the full mesh or the keypoint sub-model). No translation."""
-    v = v_template + shapedirs @ betas
+    """Blend shapes + LBS for n vertices (SMPL Eq. 2-4, 8, 9); no global translation. Returns f[n, 3] metres.
+
+    Computed coordinate-major ("structure of arrays", [3, n] / [12, n]) and transposed once at the end: under vmap
+    every product then has the batch on its row side, so the blend shapes are [batch, betas] @ [betas, 3n] and the
+    skinning is one [batch*12, joints] @ [joints, n] GEMM whose output already has the layout the elementwise
+    combination wants. The model arrays are transposed inside the trace; they are batch-independent, so XLA does
+    that once per call, not per person-frame. (Measured on the 2-core CPU: ~5x faster than the vertex-major
+    `weights @ A` followed by a [n,3,3] @ [n,3] contraction.)
+    """
+    n = v_template.shape[0]
+    nb = shapedirs.shape[-1]
+    vT = v_template.T + (betas @ shapedirs.transpose(2, 1, 0).reshape(nb, 3 * n)).reshape(3, n)
     if pose_blend:  # static: skipped entirely for models without pose correctives (Anny)
         eye = jnp.eye(3, dtype=rots.dtype)
         pose_feature = (rots[1:] - eye).reshape(-1)
-        v = v + posedirs @ pose_feature
-    T = weights @ A  # [n,12]: blended transforms (one GEMM over all vertices; under vmap one GEMM over the batch)
-    n = v.shape[0]
-    return _mv(T[:, :9].reshape(n, 3, 3), v) + T[:, 9:]
+        npf = posedirs.shape[-1]
+        vT = vT + (pose_feature @ posedirs.transpose(2, 1, 0).reshape(npf, 3 * n)).reshape(3, n)
+    T = A.T @ weights.T  # [12, n]: per-vertex blended transform, rows R00..R22 then t0..t2
+    x = [T[3 * c] * vT[0] + T[3 * c + 1] * vT[1] + T[3 * c + 2] * vT[2] + T[9 + c] for c in range(3)]
+    return jnp.stack(x, axis=-1)
 
 
 def blend_keypoints(

@@ -177,11 +177,17 @@ def collision_loss_frames(
 
     `lax.map` with `batch_size=frame_chunk`: frames are vmapped `frame_chunk` at a time, chunks run sequentially,
     so memory is frame_chunk x people x (grid build working set, ~8 MB for the body mesh, see grid.py) however
-    long the sequence. Differentiable (reverse mode) w.r.t. verts.
+    long the sequence. The sequence is padded to whole chunks by repeating its last frame (results dropped), so
+    only one loop body is compiled. Differentiable (reverse mode) w.r.t. verts.
     """
     mesh = _as_mesh(mesh)
-    return jax.lax.map(lambda v: collision_loss(v, mesh, settings), verts,
-                       batch_size=min(settings.frame_chunk, verts.shape[0]))
+    n = verts.shape[0]
+    chunk = max(1, min(settings.frame_chunk, n))
+    pad = (-n) % chunk
+    if pad:
+        verts = jnp.concatenate([verts, jnp.repeat(verts[-1:], pad, axis=0)], axis=0)
+    out = jax.lax.map(lambda v: collision_loss(v, mesh, settings), verts, batch_size=chunk)
+    return out[:n]
 
 
 def point_depth_exact(

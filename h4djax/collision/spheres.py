@@ -31,6 +31,8 @@ from h4djax.collision.grid import build_sdf_grid, grid_points
 
 __all__ = ["SphereProxy", "fit_sphere_proxy", "pose_spheres", "sphere_depth"]
 
+_build_rest_grid = jax.jit(build_sdf_grid, static_argnames=("grid_size", "cube"))
+
 
 @struct.dataclass
 class SphereProxy:
@@ -65,8 +67,8 @@ def fit_sphere_proxy(
     spacing follows each axis' extent). Balls smaller than `min_radius` are not placed.
     """
     rest = np.asarray(rest_verts, np.float64)
-    grid = jax.jit(lambda v, f: build_sdf_grid(v, f, grid_size=grid_size, padding=1.05, cube=False))(
-        jnp.asarray(rest, jnp.float32), jnp.asarray(faces, jnp.int32))
+    grid = _build_rest_grid(jnp.asarray(rest_verts), jnp.asarray(faces, jnp.int32), grid_size=grid_size,
+                            padding=1.05, cube=False)
     depth = np.asarray(grid.values, np.float64).reshape(-1)
     pts = np.asarray(grid_points(grid.lo, grid.spacing, grid_size), np.float64).reshape(-1, 3)
     inside = depth > 0

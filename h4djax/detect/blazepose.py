@@ -175,7 +175,7 @@ class BlazePoseDetector:
         bw, bh = rb[:, 2], rb[:, 3]
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
         kps = rb[:, 4:4 + 2 * n_kp].reshape(-1, n_kp, 2) + ak[:, None, :]
-        boxes, sc, kps = weighted_nms(boxes, scores[keep], kps.reshape(len(kps), -1), c.nms_iou, c.max_people)
+        boxes, sc, kps = weighted_nms(boxes, scores[keep], kps.reshape(len(kps), 2 * n_kp), c.nms_iou, c.max_people)
         kps = kps.reshape(-1, n_kp, 2)
         # Tensor coordinates -> image (letterbox affine; crop convention of h4djax.detect.crop).
         boxes_img = apply_affine(crop2img, boxes.reshape(-1, 2, 2)).reshape(-1, 4)

@@ -9,6 +9,7 @@ from h4djax.refine.losses import (
     data_loss,
     limb_loss,
     loss_terms,
+    make_obs,
     symm_loss,
     temporal_loss,
     total_loss,
@@ -25,6 +26,6 @@ from h4djax.refine.refine import (
 __all__ = [
     "COCO17_NAMES", "LIMBS", "LIMB_NAMES", "SYMMETRIC_NAMES", "SYMMETRIC_PAIRS", "TERM_NAMES",
     "GapFilled", "RefineObs", "RefineOptions", "RefineResult", "RefineSummary", "RefineWeights",
-    "data_loss", "fill_gaps", "limb_lengths", "limb_loss", "limb_outliers", "loss_terms", "preprocess",
+    "data_loss", "fill_gaps", "limb_lengths", "limb_loss", "limb_outliers", "loss_terms", "make_obs", "preprocess",
     "refine", "refine_keypoints", "savgol_smooth", "symm_loss", "temporal_loss", "total_loss",
 ]

@@ -40,7 +40,8 @@ TERM_NAMES = ("limb", "symm", "temporal", "data")
 
 @struct.dataclass
 class RefineObs:
-    """Everything the loss terms read besides y. Traced fields, except the two static mode switches."""
+    """Everything the loss terms read besides y (build with `make_obs`). Traced fields, except the two static mode
+    switches. The masks are loop invariants of the optimization, precomputed once as 0/1 floats."""
 
     target: Float[Array, "frames people kpts 3"]
     """Gap-filled, smoothed triangulation (m); 0 where absent."""
@@ -48,15 +49,54 @@ class RefineObs:
     """1 observed, w_filled filled, 0 absent or padded."""
     present: Bool[Array, "frames people kpts"]
     """Joint has a value (observed or filled) in a real frame."""
+    step_mask: Float[Array, "frames_minus_1 people kpts"]
+    """Joint present at t and t+1."""
+    limb_mask: Float[Array, "frames people limbs"]
+    """Both joints of the limb present."""
+    limb_step_mask: Float[Array, "frames_minus_1 people limbs"]
+    """Limb present at t and t+1."""
+    symm_mask: Float[Array, "frames people pairs"]
+    """Both limbs of the left/right pair present."""
     limb_target: Float[Array, "people limbs"]
     """Median of the valid triangulated limb lengths (m), used by limb_mode="median"."""
-    limb_target_valid: Bool[Array, "people limbs"]
+    limb_target_mask: Float[Array, "people limbs"]
+    """1 where limb_target exists (the limb was observed at least once)."""
     num_frames: Float[Array, ""]
     """Real (unpadded) frame count L, as a float (normalizes the frame means)."""
     norm_eps: Float[Array, ""]
     """Charbonnier smoothing of |.| (m)."""
     limb_mode: str = struct.field(pytree_node=False, default="temporal")
     temporal_penalty: str = struct.field(pytree_node=False, default="squared")
+
+
+def make_obs(
+    target: Float[Array, "frames people kpts 3"],
+    data_weight: Float[Array, "frames people kpts"],
+    present: Bool[Array, "frames people kpts"],
+    limb_target: Float[Array, "people limbs"],
+    limb_target_valid: Bool[Array, "people limbs"],
+    num_frames: Float[Array, ""],
+    norm_eps: Float[Array, ""],
+    *,
+    limb_mode: str = "temporal",
+    temporal_penalty: str = "squared",
+) -> RefineObs:
+    """RefineObs with its masks precomputed from `present` (frames >= num_frames must be absent)."""
+    if limb_mode not in LIMB_MODES:
+        raise ValueError(f"refine.limb_mode: {limb_mode!r} is not one of {LIMB_MODES}")
+    if temporal_penalty not in TEMPORAL_PENALTIES:
+        raise ValueError(f"refine.temporal_penalty: {temporal_penalty!r} is not one of {TEMPORAL_PENALTIES}")
+    dtype = target.dtype
+    limb = limb_presence(present)
+    left, right = SYMMETRIC_PAIRS[:, 0], SYMMETRIC_PAIRS[:, 1]
+    return RefineObs(
+        target=target, data_weight=data_weight.astype(dtype), present=present,
+        step_mask=_pairs(present).astype(dtype), limb_mask=limb.astype(dtype),
+        limb_step_mask=_pairs(limb).astype(dtype), symm_mask=(limb[..., left] & limb[..., right]).astype(dtype),
+        limb_target=limb_target.astype(dtype), limb_target_mask=limb_target_valid.astype(dtype),
+        num_frames=jnp.asarray(num_frames, dtype), norm_eps=jnp.asarray(norm_eps, dtype),
+        limb_mode=limb_mode, temporal_penalty=temporal_penalty,
+    )
 
 
 def charbonnier(r: Float[Array, "..."], eps: Float[Array, ""]) -> Float[Array, "..."]:
@@ -75,44 +115,38 @@ def _frame_norm(obs: RefineObs, pairs: bool = False) -> Float[Array, ""]:
     return jnp.maximum(n, 1.0)
 
 
-def _limb_term(lam: Array, pres: Array, obs: RefineObs) -> Array:
+def _limb_term(lam: Array, obs: RefineObs) -> Array:
     eps = obs.norm_eps
     if obs.limb_mode == "temporal":
-        m = _pairs(pres)
         r = charbonnier(lam[1:] - lam[:-1], eps)
-        return jnp.sum(jnp.where(m, r, 0.0)) / _frame_norm(obs, pairs=True)
+        return jnp.sum(obs.limb_step_mask * r) / _frame_norm(obs, pairs=True)
     if obs.limb_mode == "mean":
-        w = pres.astype(lam.dtype)
+        w = obs.limb_mask
         mean = jnp.sum(w * lam, axis=0) / jnp.maximum(jnp.sum(w, axis=0), 1.0)
-        r = charbonnier(lam - mean, eps)
-        return jnp.sum(jnp.where(pres, r, 0.0)) / _frame_norm(obs)
+        return jnp.sum(w * charbonnier(lam - mean, eps)) / _frame_norm(obs)
     if obs.limb_mode == "median":
-        m = pres & obs.limb_target_valid
         r = charbonnier(lam - obs.limb_target, eps)
-        return jnp.sum(jnp.where(m, r, 0.0)) / _frame_norm(obs)
+        return jnp.sum(obs.limb_mask * obs.limb_target_mask * r) / _frame_norm(obs)
     raise ValueError(f"refine.limb_mode: {obs.limb_mode!r} is not one of {LIMB_MODES}")
 
 
-def _symm_term(lam: Array, pres: Array, obs: RefineObs) -> Array:
-    left, right = SYMMETRIC_PAIRS[:, 0], SYMMETRIC_PAIRS[:, 1]
-    m = pres[..., left] & pres[..., right]
-    r = charbonnier(lam[..., left] - lam[..., right], obs.norm_eps)
-    return jnp.sum(jnp.where(m, r, 0.0)) / _frame_norm(obs)
+def _symm_term(lam: Array, obs: RefineObs) -> Array:
+    r = charbonnier(lam[..., SYMMETRIC_PAIRS[:, 0]] - lam[..., SYMMETRIC_PAIRS[:, 1]], obs.norm_eps)
+    return jnp.sum(obs.symm_mask * r) / _frame_norm(obs)
 
 
 def limb_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float[Array, ""]:
     """L_limb: limb lengths constant in time (see module docstring for the three modes)."""
-    return _limb_term(limb_lengths(y), limb_presence(obs.present), obs)
+    return _limb_term(limb_lengths(y), obs)
 
 
 def symm_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float[Array, ""]:
     """L_symm: left and right limb lengths equal (8 pairs of limbs.SYMMETRIC_PAIRS)."""
-    return _symm_term(limb_lengths(y), limb_presence(obs.present), obs)
+    return _symm_term(limb_lengths(y), obs)
 
 
 def temporal_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float[Array, ""]:
     """L_temporal: joint positions smooth in time (frame-to-frame displacement)."""
-    m = _pairs(obs.present)
     d = y[1:] - y[:-1]
     if obs.temporal_penalty == "squared":
         r = jnp.sum(d * d, axis=-1)
@@ -120,14 +154,13 @@ def temporal_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Fl
         r = charbonnier(safe_norm(d), obs.norm_eps)
     else:
         raise ValueError(f"refine.temporal_penalty: {obs.temporal_penalty!r} is not one of {TEMPORAL_PENALTIES}")
-    return jnp.sum(jnp.where(m, r, 0.0)) / (_frame_norm(obs, pairs=True) * y.shape[-2])
+    return jnp.sum(obs.step_mask * r) / (_frame_norm(obs, pairs=True) * y.shape[-2])
 
 
 def data_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float[Array, ""]:
     """L_data: stay close to the (gap-filled) triangulation, weighted by validity."""
     d = y - obs.target
-    r = jnp.sum(d * d, axis=-1)
-    return jnp.sum(obs.data_weight * r) / (_frame_norm(obs) * y.shape[-2])
+    return jnp.sum(obs.data_weight * jnp.sum(d * d, axis=-1)) / (_frame_norm(obs) * y.shape[-2])
 
 
 TERMS = (limb_loss, symm_loss, temporal_loss, data_loss)
@@ -136,8 +169,8 @@ TERMS = (limb_loss, symm_loss, temporal_loss, data_loss)
 
 def loss_terms(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float[Array, "4"]:
     """The unweighted terms stacked in TERM_NAMES order (same values as TERMS; limb lengths computed once)."""
-    lam, pres = limb_lengths(y), limb_presence(obs.present)
-    return jnp.stack([_limb_term(lam, pres, obs), _symm_term(lam, pres, obs), temporal_loss(y, obs), data_loss(y, obs)])
+    lam = limb_lengths(y)
+    return jnp.stack([_limb_term(lam, obs), _symm_term(lam, obs), temporal_loss(y, obs), data_loss(y, obs)])
 
 
 def masked_median(values: Float[Array, "frames ..."], mask: Bool[Array, "frames ..."]) -> tuple[Array, Array]:
@@ -162,5 +195,5 @@ def total_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs, w: Float
 
 __all__ = [
     "LIMB_MODES", "TEMPORAL_PENALTIES", "TERM_NAMES", "TERMS", "RefineObs", "charbonnier", "data_loss",
-    "limb_loss", "loss_terms", "masked_median", "symm_loss", "temporal_loss", "total_loss",
+    "limb_loss", "loss_terms", "make_obs", "masked_median", "symm_loss", "temporal_loss", "total_loss",
 ]

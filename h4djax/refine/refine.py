@@ -49,6 +49,7 @@ from h4djax.refine.losses import (
     TERM_NAMES,
     RefineObs,
     loss_terms,
+    make_obs,
     masked_median,
 )
 
@@ -216,6 +217,20 @@ def _guard_lbfgs_state(state, y: Array, grad: Array, skip: Array):
     return (lbfgs_state,) + tuple(state[1:])
 
 
+def _first_step_scale_correction(grad: Array, first: Array) -> Array:
+    """1 in value; restores the derivative of L-BFGS's first-step scaling that optax computes under stop_gradient.
+
+    optax's `scale_by_lbfgs` scales its very first direction by s = min(1, 1 / ||g||) with g stop-gradiented, so the
+    unrolled derivative would miss ds. Multiplying the update by s / stop_gradient(s) changes no value (exactly 1)
+    and adds exactly the missing term: d(c * sg(s) * d) = ds * d + s * dd. Later iterations use the differentiable
+    secant scaling. NaN-safe: s = 1 (constant) where ||g|| <= 1.
+    """
+    sq = jnp.sum(grad * grad)
+    big = sq > 1.0
+    s = jnp.where(big, jax.lax.rsqrt(jnp.where(big, sq, 1.0)), 1.0)
+    return jnp.where(first, s / jax.lax.stop_gradient(s), 1.0).astype(grad.dtype)
+
+
 def _optimize(y0: Array, obs: RefineObs, weights: RefineWeights, options: RefineOptions):
     """Run `options.iters` optimizer iterations (skipping those after convergence) from y0.
 
@@ -238,6 +253,8 @@ def _optimize(y0: Array, obs: RefineObs, weights: RefineWeights, options: Refine
         if options.optimizer == "lbfgs":
             state = _guard_lbfgs_state(state, y, grad, done | first)
         updates, state = opt.update(grad, state, y, value=value, grad=grad, value_fn=fun_sg)
+        if options.optimizer == "lbfgs":
+            updates = updates * _first_step_scale_correction(grad, first)
         # Nothing to optimize (e.g. an all-invalid padded sequence): no step, so the loop stops next iteration.
         moving = jnp.any(grad != 0)
         y_new = jnp.where(moving, optax.apply_updates(y, updates), y)
@@ -287,10 +304,8 @@ def _refine_one(xyz, valid, weights: RefineWeights, options: RefineOptions, fram
     # "median" limb targets from the raw triangulation (observed joints only), robust to the remaining outliers.
     raw = jnp.where(pre.observed[..., None], xyz, 0.0)
     limb_target, limb_target_valid = masked_median(limb_lengths(raw), limb_presence(pre.observed))
-    obs = RefineObs(
-        target=pre.xyz, data_weight=data_weight, present=pre.present,
-        limb_target=limb_target, limb_target_valid=limb_target_valid,
-        num_frames=num_frames.astype(dtype), norm_eps=weights.norm_eps,
+    obs = make_obs(
+        pre.xyz, data_weight, pre.present, limb_target, limb_target_valid, num_frames.astype(dtype), weights.norm_eps,
         limb_mode=options.limb_mode, temporal_penalty=options.temporal_penalty,
     )
     y, history, totals, final_terms, n_iter, converged = _optimize(pre.xyz, obs, weights, options)

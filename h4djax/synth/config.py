@@ -104,6 +104,11 @@ class MotionConfig:
     """Torso-to-torso gap (m) enforced by the separation solver at the keyframes."""
     separation_iters: int = 4
     """Iterations of the keyframe separation solver (each: inside test, push along the contact normal)."""
+    contact_rounds: int = 3
+    """Rounds of the contact check: each tests the arms' capsule proxies against the partner's skin and lifts the
+    palm by the penetration found."""
+    contact_check_stride: int = 3
+    """Check every n-th frame of a contact (the correction is spread over the frames in between)."""
 
 
 @dataclass(frozen=True)

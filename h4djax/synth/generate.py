@@ -34,6 +34,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.ndimage import maximum_filter1d
 
 from h4djax.body import BodyModel, SmplParams, load_body_model, smpl_forward_batch
 from h4djax.errors import ConfigError
@@ -58,6 +59,7 @@ _SIDE_IDX = {"left": dict(collar=13, shoulder=16, elbow=18, wrist=20, hand=22, s
              "right": dict(collar=14, shoulder=17, elbow=19, wrist=21, hand=23, sign=-1.0)}
 _PALM_OFFSET = 0.025  # wrist joint centre to palm skin (m), so a clearance is measured from the skin
 _SPINE3 = 9
+_MAX_LIFT = 0.12  # at most this much extra palm clearance (m) from the contact check
 
 
 @dataclass
@@ -132,8 +134,14 @@ def body_topology(model: BodyModel) -> BodyTopology:
     m = {k: np.asarray(getattr(model, k), np.float64) for k in ("v_template", "J_template", "weights")}
     faces = np.asarray(model.faces, np.int64)
     dom = np.argmax(m["weights"], 1)
+    # "Arm" = what contact IK moves: forearm and hand, and the upper arm beyond the deltoid (10 cm from the
+    # shoulder joint); the deltoid stays with the torso for the separation test, as it hardly moves with the arm.
     arm_ids = [SMPL_JOINT_NAMES.index(n) for n in _ARM_JOINTS]
     arm_vertex = np.isin(dom, arm_ids)
+    for side in ("left", "right"):
+        j = SMPL_JOINT_NAMES.index(f"{side}_shoulder")
+        near = np.linalg.norm(m["v_template"] - m["J_template"][j], axis=1) < 0.10
+        arm_vertex &= ~((dom == j) & near)
     torso_faces = faces[~arm_vertex[faces].any(1)]
     names = tuple(sorted(ANCHORS))
     av = {n: _anchor_vertex(m, ANCHORS[n]) for n in names}
@@ -328,11 +336,23 @@ def _pen_depth(points, mesh_verts, clusters):
     return jax.lax.map(lambda x: one(*x), (points, mesh_verts))
 
 
-def _arm_ik(track: _Track, side: str, rest: np.ndarray, shoulder_pos: np.ndarray, targets: np.ndarray,
-            normals: np.ndarray, weight: np.ndarray, pole_local: np.ndarray, parents) -> None:
-    """Blend IK rotations of one arm into `track.rot` in place (vectorized over frames).
+@dataclass
+class _ArmIK:
+    """IK solution of one arm over all frames: local rotations and the reached chain positions (world)."""
 
-    targets/normals: [F, 3] skin point and outward normal the palm should rest on. weight: [F] in [0, 1]."""
+    L_sh: np.ndarray
+    L_el: np.ndarray
+    L_wr: np.ndarray
+    S: np.ndarray
+    E: np.ndarray
+    W: np.ndarray
+    tip: np.ndarray  # end of the hand (finger base), [F, 3]
+
+
+def _arm_ik(track: _Track, side: str, rest: np.ndarray, shoulder_pos: np.ndarray, targets: np.ndarray,
+            normals: np.ndarray, pole_local: np.ndarray, parents) -> _ArmIK:
+    """Analytic IK of one arm over all frames (vectorized), palm resting on `targets` (skin point + clearance
+    along the outward `normals`, [F, 3]), hand flat along the surface, palm turned towards it."""
     ix = _SIDE_IDX[side]
     s = ix["sign"]
     sh, el, wr, hd, co = ix["shoulder"], ix["elbow"], ix["wrist"], ix["hand"], ix["collar"]
@@ -348,8 +368,7 @@ def _arm_ik(track: _Track, side: str, rest: np.ndarray, shoulder_pos: np.ndarray
     t_hand = app - np.sum(app * normals, -1, keepdims=True) * normals
     t_hand /= np.maximum(np.linalg.norm(t_hand, axis=-1, keepdims=True), 1e-9)
     wrist_target = targets + normals * _PALM_OFFSET - 0.5 * hand_len * t_hand
-    pole = np.einsum("fij,j->fi", G[:, _SPINE3], pole_local * np.array([s, 1.0, 1.0])) if pole_local.ndim == 1 else \
-        np.einsum("fij,fj->fi", G[:, _SPINE3], pole_local * np.array([s, 1.0, 1.0]))
+    pole = np.einsum("fij,fj->fi", G[:, _SPINE3], pole_local * np.array([s, 1.0, 1.0]))
     E, W, _ = two_bone_ik(shoulder_pos, wrist_target, pole, np.full(len(pole), l1), np.full(len(pole), l2))
     b1 = (E - shoulder_pos) / l1
     b2 = W - E
@@ -383,11 +402,49 @@ def _arm_ik(track: _Track, side: str, rest: np.ndarray, shoulder_pos: np.ndarray
     tw_wr = aa_to_mat(r3[None] * (0.4 * ang)[:, None])
     R_w = rotation_between(np.broadcast_to(r3, t_hand.shape), np.einsum("fji,fj->fi", G_el @ tw_wr, t_hand))
     L_wr = tw_wr @ R_w
-    w = weight[:, None]
-    for j, L in ((sh, L_sh), (el, L_el), (wr, L_wr)):
-        q0 = mat_to_quat(track.rot[:, j])
-        q1 = mat_to_quat(L)
-        track.rot[:, j] = quat_to_mat(slerp(q0, q1, w[:, 0]))
+    tip = W + hand_len * t_hand
+    return _ArmIK(L_sh=L_sh, L_el=L_el, L_wr=L_wr, S=shoulder_pos, E=E, W=W, tip=tip)
+
+
+def _apply_ik(track: _Track, side: str, ik: _ArmIK, weight: np.ndarray) -> None:
+    """Blend the IK rotations into `track.rot` with per-frame weights (quaternion slerp)."""
+    ix = _SIDE_IDX[side]
+    for j, L in ((ix["shoulder"], ik.L_sh), (ix["elbow"], ik.L_el), (ix["wrist"], ik.L_wr)):
+        track.rot[:, j] = quat_to_mat(slerp(mat_to_quat(track.rot[:, j]), mat_to_quat(L), weight))
+
+
+def _arm_radii(model: BodyModel, betas: np.ndarray, rest: np.ndarray, side: str) -> np.ndarray:
+    """Median skin distance (m) from the bone line of the upper arm, forearm and hand of a shaped body."""
+    ix = _SIDE_IDX[side]
+    v = np.asarray(model.v_template, np.float64) + np.asarray(model.shapedirs, np.float64) @ betas
+    dom = np.argmax(np.asarray(model.weights), 1)
+    out = []
+    for j0, j1 in ((ix["shoulder"], ix["elbow"]), (ix["elbow"], ix["wrist"]), (ix["wrist"], ix["hand"])):
+        a, b = rest[j0], rest[j1]
+        pts = v[dom == j0]
+        t = np.clip((pts - a) @ (b - a) / np.dot(b - a, b - a), 0, 1)
+        out.append(float(np.median(np.linalg.norm(pts - (a + t[:, None] * (b - a)), axis=1))))
+    return np.array(out)
+
+
+_ARM_SAMPLES = np.linspace(0.15, 1.0, 5)
+
+
+def _arm_axis_points(ik: _ArmIK) -> np.ndarray:
+    """[F, 15, 3] points along the upper arm, forearm and hand axes (capsule proxy of the arm)."""
+    segs = [(ik.S, ik.E), (ik.E, ik.W), (ik.W, ik.tip)]
+    return np.concatenate([a[:, None] + _ARM_SAMPLES[None, :, None] * (b - a)[:, None] for a, b in segs], 1)
+
+
+@jax.jit
+def _signed_distance(points, mesh_verts, clusters):
+    """Signed distance (m, negative inside) of points [F, n, 3] to meshes [F, V, 3]."""
+
+    def one(p, v):
+        w, d = winding_and_distance(p, v, clusters, near_clusters=8)
+        return jnp.where(jnp.abs(w) > 0.5, -d, d)
+
+    return jax.lax.map(lambda x: one(*x), (points, mesh_verts), batch_size=8)
 
 
 def _contact_targets(name_arr: np.ndarray, partner_verts: np.ndarray, partner_normals: np.ndarray,
@@ -490,6 +547,9 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
     left0[:, 1] = 0
     left0 /= np.maximum(np.linalg.norm(left0, axis=-1, keepdims=True), 1e-9)
     hold = sh + 0.22 * left0 + np.array([0.0, 0.05, 0.0])
+    # Each arm in contact: IK, then check the arm's capsule proxy (points along its bones, radius from the
+    # person's own mesh) against the partner's skin and lift the palm by the penetration, a few rounds.
+    jobs = []
     for p in (0, 1):
         q = 1 - p
         for side in ("left", "right"):
@@ -501,12 +561,44 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
             a0, a1, u = tracks[p].contact_a[side]
             p0, n0 = _contact_targets(a0, anchor_pos[q], anchor_nrm[q], topo, hold_p, hold_n)
             p1, n1 = _contact_targets(a1, anchor_pos[q], anchor_nrm[q], topo, hold_p, hold_n)
-            clear = mc.contact_clearance + tracks[p].contact_clear[side]
             nrm = n0 * (1 - u[:, None]) + n1 * u[:, None]
             nrm /= np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-9)
-            tgt = p0 * (1 - u[:, None]) + p1 * u[:, None] + clear[:, None] * nrm
-            _arm_ik(tracks[p], side, rest[p], joints[p, :, _SIDE_IDX[side]["shoulder"]], tgt, nrm, w,
-                    tracks[p].contact_pole[side], model.parents)
+            base = p0 * (1 - u[:, None]) + p1 * u[:, None]
+            clear = mc.contact_clearance + tracks[p].contact_clear[side]
+            jobs.append(dict(p=p, q=q, side=side, w=w, nrm=nrm, base=base, clear=clear,
+                             radii=np.repeat(_arm_radii(model, betas[p], rest[p], side), len(_ARM_SAMPLES))))
+    active = np.flatnonzero(np.any([j["w"] > 0.05 for j in jobs], axis=0)) if jobs else np.zeros(0, int)
+    check = active[:: max(1, mc.contact_check_stride)]
+    extra = [np.zeros(F) for _ in jobs]
+    for it in range(mc.contact_rounds + 1):
+        iks = [_arm_ik(tracks[j["p"]], j["side"], rest[j["p"]], joints[j["p"], :, _SIDE_IDX[j["side"]]["shoulder"]],
+                       j["base"] + (j["clear"] + extra[i])[:, None] * j["nrm"], j["nrm"],
+                       tracks[j["p"]].contact_pole[j["side"]], model.parents) for i, j in enumerate(jobs)]
+        if it == mc.contact_rounds or len(check) == 0:
+            break
+        pts = np.stack([_arm_axis_points(ik)[check] for ik in iks])  # [jobs, n_check, 15, 3]
+        partner = np.stack([verts[j["q"], check] for j in jobs])  # [jobs, n_check, V, 3]
+        sd = np.asarray(_signed_distance(jnp.asarray(pts.reshape((-1,) + pts.shape[2:]), jnp.float32),
+                                         jnp.asarray(partner.reshape((-1,) + partner.shape[2:]), jnp.float32),
+                                         topo.clusters)).reshape(pts.shape[:3])
+        done = True
+        for i, j in enumerate(jobs):
+            # The first samples of the upper arm sit at the person's own shoulder, which may touch the partner
+            # in an embrace; only the distal upper arm, forearm and hand are checked.
+            pen = np.max((j["radii"][None] - sd[i])[:, 2:], axis=-1) * (j["w"][check] > 0.05)  # [n_check]
+            if np.max(pen) > 0.002:
+                done = False
+            # Spread the correction over the frames between checks (max-filter, then interpolate), so the lift
+            # is smooth in time.
+            corr = np.interp(np.arange(F), check, np.maximum(pen, 0.0) + 0.003 * (pen > 0))
+            corr = maximum_filter1d(corr, 2 * mc.contact_check_stride + 1, mode="nearest")
+            extra[i] = np.minimum(extra[i] + corr, _MAX_LIFT)
+        if done:
+            break
+    for j, ik in zip(jobs, iks):
+        _apply_ik(tracks[j["p"]], j["side"], ik, j["w"])
+    stats_contact = {"rounds": it, "max_extra_clearance_mm": round(1000 * max((e.max() for e in extra), default=0),
+                                                                    1)}
     t0 = tick("contact_ik", t0)
 
     # Pass 2: final bodies.
@@ -530,7 +622,7 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
                                       np.asarray(vis.in_front), occluder, nc, r_noise)
     t0 = tick("noise", t0)
 
-    stats: dict = {"timings_s": timings}
+    stats: dict = {"timings_s": timings, "contact": stats_contact}
     if measure_frames > 0:
         mf = np.unique(np.linspace(0, F - 1, min(measure_frames, F)).round().astype(int))
         ip = interpenetration(jnp.asarray(verts[0, mf]), jnp.asarray(verts[1, mf]), topo.clusters, vertex_stride=3)

@@ -288,8 +288,9 @@ def _place(c, yaw, local):
 
 
 def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4) -> Script:
-    """Approach, embrace (one person's arms over the partner's shoulders, the other's around the waist), sway with
-    the heads on opposite sides, release, step back; repeated with alternating roles."""
+    """Approach with opening arms, criss-cross embrace (one arm over the partner's shoulder onto the upper back,
+    the other under the partner's arm around the back), sway with the heads passing each other, lift the hands off,
+    step back and lower the arms; repeated, mirrored every other time."""
     A, B = _Track(), _Track()
     c, yaw0 = _pair_frame(rng, position_jitter)
     t = 0.0
@@ -297,10 +298,13 @@ def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4)
     while t < duration:
         yaw = yaw0 + float(rng.normal(0, 20))
         gap0 = float(rng.uniform(1.3, 1.7))  # start distance between pelvises (m)
-        close = float(rng.uniform(0.24, 0.30))  # pelvis distance in the embrace (the separation solver refines it)
+        close = float(rng.uniform(0.22, 0.28))  # pelvis distance in the embrace (the separation solver refines it)
+        side = float(rng.uniform(0.06, 0.10))  # each body shifted sideways so the heads pass each other
         ya, yb = yaw, yaw + 180.0
         pa0, pb0 = _place(c, yaw, (0, -gap0 / 2)), _place(c, yaw, (0, gap0 / 2))
-        pa1, pb1 = _place(c, yaw, (0.0, -close / 2)), _place(c, yaw, (0.0, close / 2))
+        lead = "left" if over == 0 else "right"
+        sgn = 1.0 if lead == "left" else -1.0
+        pa1, pb1 = _place(c, yaw, (sgn * side, -close / 2)), _place(c, yaw, (-sgn * side, close / 2))
         base = stand()
         A.add(t, Pose(pa0, ya, joints=base))
         B.add(t, Pose(pb0, yb, joints=base))
@@ -308,50 +312,52 @@ def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4)
         t_arr = t_walk + float(rng.uniform(1.4, 1.9))
         A.add(t_walk, Pose(pa0, ya, joints=base))
         B.add(t_walk, Pose(pb0, yb, joints=base))
+        # Arms open during the last steps of the approach.
+        open_arms = arm("left", az=35, el=-10) | arm("right", az=35, el=-10) | elbow("left", 30) | elbow("right", 30)
         _steps(A, t_walk, t_arr, pa0, pa1, ya, base)
         _steps(B, t_walk, t_arr, pb0, pb1, yb, base)
-        # Roles: the "over" person reaches the partner's upper back above the partner's arms, the other the
-        # lower back; heads turn to their own right so they pass on opposite sides.
-        hi, lo = (A, B) if over == 0 else (B, A)
-        hug_hi = spine(flex=8) | head(turn=-35, tilt=-8) | leg("left", flex=6, knee=10, abd=6) | leg(
-            "right", flex=-4, knee=8, abd=8)
-        hug_lo = spine(flex=6) | head(turn=-35, tilt=-6, flex=5) | leg("left", flex=-4, knee=8, abd=8) | leg(
-            "right", flex=6, knee=10, abd=6)
-        reach_hi = arm("left", az=70, el=10) | arm("right", az=70, el=10) | elbow("left", 70) | elbow("right", 70)
-        reach_lo = arm("left", az=75, el=-30) | arm("right", az=75, el=-30) | elbow("left", 80) | elbow("right", 80)
-        c_hi = {"left": Contact("upper_back_right", pole=(1.0, -0.4, -0.5)),
-                "right": Contact("upper_back_left", pole=(1.0, -0.4, -0.5))}
-        c_lo = {"left": Contact("lower_back_right", pole=(1.0, -0.8, -0.2)),
-                "right": Contact("lower_back_left", pole=(1.0, -0.8, -0.2))}
-        off = {"left": None, "right": None}
+        for trk in (A, B):  # the last step keyframe carries the open arms
+            trk.keys[-1] = (trk.keys[-1][0], trk.keys[-1][1].with_(joints=open_arms))
+        # Criss-cross embrace: each body is shifted to one side (`lead`), its arm on that side goes under the
+        # partner's arm around the back, the other arm over the partner's shoulder onto the upper back; heads turn
+        # towards the lead side and pass each other. The elbows point out and forward (towards the partner's flanks)
+        # so the forearms wrap around the back instead of cutting it.
+        other = "right" if lead == "left" else "left"
+        body = spine(flex=5) | head(turn=45 * sgn, tilt=10 * sgn)
+        body_a = body | leg("left", flex=6, knee=10, abd=6) | leg("right", flex=-4, knee=8, abd=8)
+        body_b = body | leg("left", flex=-4, knee=8, abd=8) | leg("right", flex=6, knee=10, abd=6)
+        reach = arm(lead, az=65, el=-25) | elbow(lead, 80) | arm(other, az=70, el=30) | elbow(other, 70)
+        cont = {lead: Contact(f"mid_back_{other}", pole=(1.0, -0.5, 0.5)),
+                other: Contact(f"upper_back_{lead}", pole=(1.0, 0.6, 0.4))}
         t_reach = t_arr + float(rng.uniform(0.3, 0.5))
-        for trk, body, reach, cont in ((hi, hug_hi, reach_hi, c_hi), (lo, hug_lo, reach_lo, c_lo)):
-            p = trk.last
-            trk.add(t_reach, p.with_(joints=base | body | reach,
-                                     contacts={k: dataclasses.replace(v, weight=0.6) for k, v in cont.items()}))
         t_hold = t_reach + float(rng.uniform(0.4, 0.6))
-        for trk, body, reach, cont in ((hi, hug_hi, reach_hi, c_hi), (lo, hug_lo, reach_lo, c_lo)):
-            trk.add(t_hold, trk.last.with_(joints=base | body | reach, contacts=cont))
-        # Sway: the pair rocks side to side, rotating together about the vertical.
-        n_sway = int(rng.integers(3, 6))
-        for k in range(n_sway):
-            ts = t_hold + (k + 1) * float(rng.uniform(0.7, 1.0))
-            amp = float(rng.uniform(6, 12)) * (1 if k % 2 == 0 else -1)
-            for trk in (A, B):
-                p = trk.last
-                trk.add(ts, p.with_(yaw=(ya if trk is A else yb) + amp, joints=spine(flex=7, bend=0.3 * amp)
-                                    | (hug_hi if trk is hi else hug_lo) | {}))
-        # Re-centre the pair on its common axis after swaying (both turned by amp about the pair centre).
-        t_rel = trk.t + float(rng.uniform(0.4, 0.7))
-        for trk in (A, B):
-            trk.add(t_rel, trk.last.with_(yaw=ya if trk is A else yb, joints=base | spine(flex=3), contacts=off))
-        t_back = t_rel + float(rng.uniform(0.9, 1.3))
+        roles = ((A, body_a), (B, body_b))
+        for trk, bod in roles:
+            trk.add(t_reach, trk.last.with_(joints=base | bod | reach,
+                                            contacts={k: dataclasses.replace(v, weight=0.7) for k, v in cont.items()}))
+            trk.add(t_hold, trk.last.with_(joints=base | bod | reach, contacts=cont))
+        # Sway: the pair rocks, turning together a few degrees each way.
+        ts = t_hold
+        for k in range(int(rng.integers(3, 6))):
+            ts += float(rng.uniform(0.7, 1.0))
+            amp = float(rng.uniform(5, 10)) * (1 if k % 2 == 0 else -1)
+            for trk, bod in roles:
+                y0 = ya if trk is A else yb
+                trk.add(ts, trk.last.with_(yaw=y0 + amp, joints=base | bod | reach | spine(flex=5, bend=0.3 * amp)))
+        # Release: hands lift off the back (clearance grows), then slide out past the flanks while the pair steps
+        # back, arms open, then the arms come down.
+        t_lift = ts + float(rng.uniform(0.5, 0.8))
+        lift = {k: dataclasses.replace(v, clearance=0.07) for k, v in cont.items()}
+        for trk, bod in roles:
+            trk.add(t_lift, trk.last.with_(yaw=ya if trk is A else yb, joints=base | bod | reach, contacts=lift))
+        t_back = t_lift + float(rng.uniform(1.0, 1.3))
         pa2, pb2 = _place(c, yaw, (0, -gap0 / 2.4)), _place(c, yaw, (0, gap0 / 2.4))
-        _steps(A, t_rel, t_back, pa1, pa2, ya, base, contacts=off)
-        _steps(B, t_rel, t_back, pb1, pb2, yb, base, contacts=off)
-        t = t_back + float(rng.uniform(0.3, 0.8))
-        A.add(t, A.last.with_())
-        B.add(t, B.last.with_())
+        off = {"left": None, "right": None}
+        _steps(A, t_lift, t_back, pa1, pa2, ya, base | open_arms, contacts=off)
+        _steps(B, t_lift, t_back, pb1, pb2, yb, base | open_arms, contacts=off)
+        t = t_back + float(rng.uniform(0.5, 0.9))
+        A.add(t, A.last.with_(joints=base))
+        B.add(t, B.last.with_(joints=base))
         over = 1 - over
     return Script(keys=[A.keys, B.keys], movable=[0.5, 0.5])
 

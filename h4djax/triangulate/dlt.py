@@ -88,15 +88,17 @@ SYM4_ENTRIES = tuple((i, j) for i in range(4) for j in range(i, 4))
 
 
 def sym4_eig_soa(
-    entries: Float[Array, "10 *batch"], sweeps: int | None = None
+    entries: Float[Array, "10 *batch"], sweeps: int | None = None, unroll: bool = False
 ) -> tuple[Float[Array, "4 *batch"], Float[Array, "4 *batch"]]:
     """Smallest-eigenvalue unit eigenvector of symmetric 4x4 matrices given as their 10 upper-triangle entries
     (``SYM4_ENTRIES`` order) stacked on a LEADING axis, batch on the trailing axes; and the 4 eigenvalues.
 
     Leading-structure / trailing-batch layout on purpose: every matrix entry is one contiguous array over the
     batch, so each Jacobi rotation is a few fused, vectorized elementwise ops (slicing ``M[..., i, j]`` out of a
-    ``[..., 4, 4]`` array is a stride-16 gather that made the same code 4x slower on CPU). The sweeps run in a
-    ``fori_loop`` (one compiled sweep body; unrolling them quadrupled compile time).
+    ``[..., 4, 4]`` array is a stride-16 gather that made the same code several times slower on CPU). The sweeps
+    run in a ``fori_loop`` (one compiled sweep body). ``unroll=True`` (static) unrolls them: slightly faster in
+    isolation, but inside the full triangulation program XLA then materializes the intermediates and the pair
+    stage ran 10x slower on CPU (measured), and compilation takes longer; the default is the loop.
     """
     sweeps = jacobi_sweeps(entries.dtype) if sweeps is None else sweeps
     idx = {e: k for k, e in enumerate(SYM4_ENTRIES)}
@@ -127,7 +129,7 @@ def sym4_eig_soa(
                 v[r][q] = s * vrp + c * vrq
         return tuple(x for row in a for x in row), tuple(x for row in v for x in row)
 
-    a_flat, v_flat = jax.lax.fori_loop(0, sweeps, sweep, (a0, v0))
+    a_flat, v_flat = jax.lax.fori_loop(0, sweeps, sweep, (a0, v0), unroll=bool(unroll))
     w = jnp.stack([a_flat[5 * i] for i in range(4)], axis=0)
     # One-hot selection (not a gather) keeps the gradient flowing to the chosen column only.
     onehot = jax.nn.one_hot(jnp.argmin(w, axis=0), 4, dtype=entries.dtype, axis=0)
