@@ -89,12 +89,13 @@ class RefineConfig:
     norm_eps: float = 0.001
     """Charbonnier smoothing (m) of the |.| in the limb and symmetry terms (0 = exact |.|)."""
     iters: int = 200
-    learning_rate: float = 0.01
+    learning_rate: float = 0.001
     """Adam step (m); L-BFGS uses its line search instead."""
     optimizer: str = "lbfgs"
     """"lbfgs" (optax, line search) or "adam"."""
-    linesearch: str = "zoom"
-    """L-BFGS line search: "zoom" (strong Wolfe, optax.lbfgs default) or "backtracking" (Armijo)."""
+    linesearch: str = "backtracking"
+    """L-BFGS line search: "backtracking" (Armijo; jax.grad through refine is exact) or "zoom" (strong Wolfe, the
+    optax.lbfgs default; its interpolated step is treated as a constant by jax.grad)."""
     linesearch_steps: int = 20
     memory_size: int = 10
     """L-BFGS history length."""

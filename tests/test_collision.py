@@ -11,14 +11,12 @@ import pytest
 from h4djax.collision import (
     CollisionMesh,
     CollisionSettings,
-    build_sdf_grid,
     build_sdf_grid_brute,
     collision_loss,
-    collision_loss_frames,
     fit_sphere_proxy,
     grid_frame,
+    make_collision_fn,
     pair_depths,
-    pair_penetration,
     point_depth_exact,
     point_triangle_sqdist,
     pose_spheres,
@@ -53,14 +51,6 @@ BUILD = _build_rest_grid  # jax.jit(build_sdf_grid, static_argnames=("grid_size"
 BRUTE = jax.jit(build_sdf_grid_brute, static_argnames=("grid_size", "cube"))
 LOSS_VG = jax.jit(jax.value_and_grad(collision_loss))
 EXACT = jax.jit(point_depth_exact)
-
-
-def _frames_loss(verts, mesh, settings):
-    per = collision_loss_frames(verts, mesh, settings)
-    return jnp.sum(per), per
-
-
-FRAMES_VG = jax.jit(jax.value_and_grad(_frames_loss, has_aux=True))
 
 ICO_V, ICO_F = icosphere_np(2)  # 162 vertices, 320 faces: the shape most tests share
 
@@ -276,25 +266,40 @@ def test_no_recompilation_on_new_data():
     assert LOSS_VG._cache_size() - before <= 1  # at most the first call compiles (none if another test did)
 
 
-def test_frames_batched_and_three_people():
-    """collision_loss_frames (chunks of 2 over 5 frames) equals the per-frame loss; a third person far away
-    changes only the 1 / P^2 normalization and gets zero gradient."""
+def test_frames_batched_masks_and_fit_adapter():
+    """make_collision_fn (the fit's CollisionFn: people-major verts + frame mask -> mean over present frames) over
+    collision_loss_frames in chunks of 2 frames (5 frames: padded last chunk) equals the per-frame loss; a third
+    person far away only changes the 1 / P^2 normalization; an absent person (mask 0) is ignored even when its
+    vertices overlap someone."""
     v = ICO_V * 0.5
     fj = jnp.asarray(ICO_F)
     offsets = np.random.default_rng(10).uniform(0.4, 1.1, size=5)
-    two = np.stack([np.stack([v, v + [o, 0.05, 0]]) for o in offsets])
-    three = np.concatenate([two, np.broadcast_to(v + [5.0, 0, 0], (5, 1) + v.shape)], axis=1)
-    (total, per), g = FRAMES_VG(jnp.asarray(three), fj, CollisionSettings(frame_chunk=2))
-    s = CollisionSettings()  # frame_chunk is static: the single-frame reference reuses the default compilation
+    two = np.stack([np.stack([v, v + [o, 0.05, 0]]) for o in offsets])  # [frames, people, verts, 3]
+    s = CollisionSettings()
     want2 = np.array([float(LOSS_VG(jnp.asarray(two[t]), fj, s)[0]) for t in range(5)])
     assert np.sum(want2 > 0) >= 2
-    np.testing.assert_allclose(np.asarray(per), want2 * 4 / 9, rtol=1e-10, atol=1e-14)
-    np.testing.assert_allclose(float(total), want2.sum() * 4 / 9, rtol=1e-10)
+    far = np.concatenate([two, np.broadcast_to(v + [5.0, 0, 0], (5, 1) + v.shape)], axis=1)
+    overlapping = np.concatenate([two, np.broadcast_to(v + [0.3, 0, 0], (5, 1) + v.shape)], axis=1)
+    fn = jax.jit(jax.value_and_grad(make_collision_fn(fj, CollisionSettings(frame_chunk=2))))
+    people_major = lambda x: jnp.asarray(np.swapaxes(x, 0, 1))  # noqa: E731
+    ones = np.ones((3, 5))
+    val, g = fn(people_major(far), jnp.asarray(ones))
+    np.testing.assert_allclose(float(val), np.mean(want2) * 4 / 9, rtol=1e-10)
     g = np.asarray(g)
-    assert np.all(np.isfinite(g)) and np.abs(g[:, :2]).sum() > 0
-    np.testing.assert_array_equal(g[:, 2], 0.0)
-    g2 = np.stack([np.asarray(LOSS_VG(jnp.asarray(two[t]), fj, s)[1]) for t in range(5)])
-    np.testing.assert_allclose(g[:, :2], g2 * 4 / 9, rtol=1e-10, atol=1e-14)
+    assert np.all(np.isfinite(g)) and np.abs(g[:2]).sum() > 0
+    np.testing.assert_array_equal(g[2], 0.0)
+    g2 = np.stack([np.asarray(LOSS_VG(jnp.asarray(two[t]), fj, s)[1]) for t in range(5)], axis=1)
+    np.testing.assert_allclose(g[:2], g2 * 4 / 9 / 5, rtol=1e-10, atol=1e-14)
+    absent = ones.copy()
+    absent[2] = 0
+    val, g = fn(people_major(overlapping), jnp.asarray(absent))
+    np.testing.assert_allclose(float(val), np.mean(want2), rtol=1e-10)
+    np.testing.assert_array_equal(np.asarray(g)[2], 0.0)
+    for t in range(5):  # one frame present at a time: the per-frame values of collision_loss_frames
+        only = np.zeros((3, 5))
+        only[:, t] = 1
+        np.testing.assert_allclose(float(fn(people_major(far), jnp.asarray(only))[0]), want2[t] * 4 / 9,
+                                   rtol=1e-10, atol=1e-14)
 
 
 def test_settings_from_config():

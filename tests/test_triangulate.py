@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.optimize import least_squares
 
 from h4djax.config import TriangulationConfig
 from h4djax.geometry import from_numpy, project, undistort_points
@@ -153,13 +154,25 @@ def test_parity_with_reference_outliers(rig8):
     np.testing.assert_array_equal(inl, ref["inliers"])
     assert (~valid).sum() > 0 and valid.sum() > 50  # the fixture exercises both branches
     np.testing.assert_array_equal(n_inl, ref["inliers"].sum(-1))
-    # Same optimum: scipy stops at its default tolerances (ftol 1e-8), so we compare costs: ours is never worse,
-    # and the points agree to 1e-4 m except on ill-conditioned 2-view joints (large residual, slow convergence).
+    # Same optimum. scipy stops at its default tolerances (ftol 1e-8), a few 0.1 mm short of the minimum on
+    # ill-conditioned joints (2 inlier views with a large residual), so: our cost is never higher, and our point
+    # is the minimizer found by a tightly converged least_squares on the same inliers.
     c_ours = _cost(cams, xn, xyz, inl)[valid]
     c_ref = _cost(cams, xn, ref["xyz"], ref["inliers"])[valid]
     assert np.all(c_ours <= c_ref * (1 + 1e-9) + 1e-15)
-    d = np.linalg.norm(xyz - ref["xyz"], axis=-1)[valid]
-    assert np.mean(d < 1e-4) > 0.98 and np.median(d) < 1e-5, (np.mean(d < 1e-4), np.median(d))
+    R, t = np.asarray(cams.R), np.asarray(cams.t)
+    d = []
+    for f, p, k in np.argwhere(valid):
+        m = inl[f, p, k]
+
+        def resid(x):
+            q = np.einsum("cij,j->ci", R[m], x) + t[m]
+            return (xn[f, m, p, k] - q[:, :2] / q[:, 2:]).ravel()
+
+        opt = least_squares(resid, ref["xyz"][f, p, k], xtol=1e-15, ftol=1e-15, gtol=1e-15).x
+        d.append(np.linalg.norm(xyz[f, p, k] - opt))
+    d = np.array(d)
+    assert d.max() < 1e-4 and np.mean(d < 1e-7) > 0.95, (d.max(), np.mean(d < 1e-7))
 
 
 def test_normalized_dlt_matches_reference_statistically(rig8):
@@ -192,7 +205,7 @@ def test_pixel_threshold_and_min_views(rig8):
     f = 0.5 * (np.asarray(cams.K)[:, 0, 0] + np.asarray(cams.K)[:, 1, 1])
     px = 12.0
     # inlier_eps_px: full pixel-scale distance < px  <=>  e_v < 0.5 * px / f (per camera)
-    res = _np(triangulate(cams, jnp.asarray(kpn), PARAMS.replace(inlier_eps_px=jnp.asarray(px))))
+    res = _np(triangulate(cams, jnp.asarray(kpn), PARAMS.replace(inlier_eps_px=jnp.asarray(px, jnp.float64))))
     ref = reference_triangulate(np.asarray(cams.R), np.asarray(cams.t), xn, kpn[..., 2], eps=0.5 * px / f)
     np.testing.assert_array_equal(res.valid, ref["valid"])
     assert (res.inliers == ref["inliers"]).all(-1)[res.valid].mean() > 0.9
@@ -209,9 +222,11 @@ def test_first_pair_wins_ties(rig8):
     """Views 0-3 see point A, views 4-7 see point B: pairs inside either group give a set of 4 views, so the
     first pair (0, 1) wins and the result is A; swapping the groups gives B (reference tie-break)."""
     cams, X, kp = rig8
-    A, B = np.array([0.2, -0.1, 1.0]), np.array([-0.4, 0.3, 1.3])
+    A, B = np.array([0.5, -0.5, 0.8]), np.array([-0.5, 0.5, 1.5])
     uvA = np.asarray(project(cams, jnp.asarray(A))[0])
     uvB = np.asarray(project(cams, jnp.asarray(B))[0])
+    e_ab = 0.5 * np.linalg.norm(uvA - uvB, axis=-1) / np.asarray(cams.K)[:, 0, 0]
+    assert e_ab.min() > 0.02  # no view of A is within the inlier threshold (0.01) of B: no cross-inliers
     kp = np.ones_like(kp)
     kp[0, :4, :, :, :2] = uvA[:4, None, None]
     kp[0, 4:, :, :, :2] = uvB[4:, None, None]
@@ -276,7 +291,7 @@ def test_degenerate_geometry_no_nan(rig8):
     res = _np(triangulate(cams, jnp.asarray(kp), PARAMS))
     for leaf in jax.tree.leaves(res):
         assert np.all(np.isfinite(leaf))
-    assert not res.valid.all()
+    assert not res.valid.any()  # the rays of coincident cameras do not determine a point
     args = (_cam_params(cams), cams, jnp.asarray(kp), jnp.ones(X.shape))
     for g in jax.tree.leaves((_grad_kp(*args), _grad_cams(*args))):
         assert np.all(np.isfinite(np.asarray(g)))

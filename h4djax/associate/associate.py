@@ -32,7 +32,7 @@ import numpy as np
 from jaxtyping import Bool, Float, Int
 
 from h4djax.associate.cluster import assign_to_people, greedy_clusters
-from h4djax.associate.geometry import NUM_BODY, oks_np, pairwise_ray_costs, triangulate_np
+from h4djax.associate.geometry import NUM_BODY, oks_np, pairwise_ray_costs, ray_directions, triangulate_np
 from h4djax.associate.track import Tracker, select_tracks
 from h4djax.config import DetectConfig, FilterConfig
 from h4djax.errors import CaptureError
@@ -161,10 +161,14 @@ def associate_frames(
 
     # --- step 2: greedy clustering on ray costs (combinatorial, per frame) -----------------------------------
     labels0 = -np.ones((F, C, D), np.int64)
+    ok = (kp[..., :NUM_BODY, 2] > cfg.assoc_conf) & np.isfinite(kp[..., :NUM_BODY, :]).all(-1)
+    uv = np.where(ok[..., None], np.nan_to_num(kp[..., :NUM_BODY, :2]), 0.0)
+    dirs = np.moveaxis(ray_directions(cams, np.moveaxis(uv, 1, 0)), 0, 1)  # [F, C, D, 17, 3], one undistortion
     for f in range(F):
         if not present[f].any():
             continue
-        cost, _ = pairwise_ray_costs(cams, kp[f], conf=cfg.assoc_conf, min_joints=cfg.assoc_min_joints)
+        cost, _ = pairwise_ray_costs(cams, kp[f], conf=cfg.assoc_conf, min_joints=cfg.assoc_min_joints,
+                                     directions=dirs[f])
         lab = greedy_clusters(cost, present[f], cfg.assoc_max_dist, hints=hints[f])
         # Keep clusters with enough views; relabel 0..n-1 (greedy_clusters sorts them by size).
         sizes = np.bincount(lab[lab >= 0], minlength=1)

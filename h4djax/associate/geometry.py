@@ -73,6 +73,7 @@ def pairwise_ray_costs(
     min_joints: int = 5,
     cap: float = 1.0,
     min_depth: float = 0.1,
+    directions: Float[np.ndarray, "cams dets kpts 3"] | None = None,
 ) -> tuple[Float[np.ndarray, "cams dets cams dets"], Float[np.ndarray, "cams dets cams dets"]]:
     """Affinity of every pair of detections in different views: the mean ray-to-ray distance over their shared
     COCO-17 keypoints (metres).
@@ -85,6 +86,7 @@ def pairwise_ray_costs(
         min_joints: pairs sharing fewer keypoints get an infinite cost (not comparable).
         cap: per-keypoint distances are clipped to ``cap`` metres (one wild keypoint cannot dominate the mean), and
             a keypoint whose rays meet less than ``min_depth`` metres in front of either camera counts as ``cap``.
+        directions: precomputed ``ray_directions`` of the keypoints (callers batch the undistortion over frames).
     Returns:
         cost f[cams, dets, cams, dets] (inf within one view and for non-comparable pairs; symmetric) and the number
         of shared keypoints f[cams, dets, cams, dets].
@@ -92,8 +94,9 @@ def pairwise_ray_costs(
     kp = np.asarray(keypoints, np.float64)[..., :NUM_BODY, :]
     C, D, J, _ = kp.shape
     ok = (kp[..., 2] > conf) & np.isfinite(kp).all(-1)  # [C, D, J]
-    uv = np.where(ok[..., None], np.nan_to_num(kp[..., :2]), 0.0)
-    d = ray_directions(cams, uv)  # [C, D, J, 3]
+    if directions is None:
+        directions = ray_directions(cams, np.where(ok[..., None], np.nan_to_num(kp[..., :2]), 0.0))
+    d = np.asarray(directions, np.float64)[:, :, :J]  # [C, D, J, 3]
     o = camera_centers_np(cams)  # [C, 3]
     # Broadcast to [C, D, C, D, J, 3]: pair (c1, i) x (c2, j).
     dist, s, u = _line_distances(o[:, None, None, None, None, :], d[:, :, None, None],

@@ -41,6 +41,7 @@ __all__ = [
     "pair_penetration",
     "collision_loss",
     "collision_loss_frames",
+    "make_collision_fn",
     "point_depth_exact",
 ]
 
@@ -137,12 +138,18 @@ def pair_depths(
     return jax.vmap(lambda g: jax.vmap(lambda x: sample_sdf(g, x))(pts))(grids)
 
 
-def _pair_mask(verts: Float[Array, "people verts 3"]) -> Bool[Array, "people people"]:
-    """i != j and the unpadded bounding boxes of i and j overlap (the reference's isolated-box filter, per pair)."""
+def _pair_mask(
+    verts: Float[Array, "people verts 3"], valid: Bool[Array, "people"] | None
+) -> Bool[Array, "people people"]:
+    """i != j, both present, and the unpadded bounding boxes of i and j overlap (the reference's isolated-box filter,
+    per pair)."""
     v = jax.lax.stop_gradient(verts)
     vmin, vmax = jnp.min(v, axis=1), jnp.max(v, axis=1)
     overlap = jnp.all((vmin[:, None] <= vmax[None]) & (vmin[None] <= vmax[:, None]), axis=-1)
-    return overlap & ~jnp.eye(v.shape[0], dtype=bool)
+    mask = overlap & ~jnp.eye(v.shape[0], dtype=bool)
+    if valid is not None:
+        mask = mask & valid[:, None] & valid[None, :]
+    return mask
 
 
 def _robustify(x, scale):
@@ -152,26 +159,36 @@ def _robustify(x, scale):
 
 
 def pair_penetration(
-    verts: Float[Array, "people verts 3"], mesh: CollisionMesh | Int[Array, "faces 3"], settings: CollisionSettings
+    verts: Float[Array, "people verts 3"],
+    mesh: CollisionMesh | Int[Array, "faces 3"],
+    settings: CollisionSettings,
+    valid: Bool[Array, "people"] | None = None,
 ) -> Float[Array, "people people"]:
-    """pen[i, j] = stride x sum over j's sampled vertices of rho(depth in i) (metres), 0 on the diagonal and for
-    pairs with disjoint bounding boxes."""
+    """pen[i, j] = stride x sum over j's sampled vertices of rho(depth in i) (metres); 0 on the diagonal, for
+    pairs with disjoint bounding boxes and for pairs involving a person with valid = False (padding)."""
     d = _robustify(pair_depths(verts, mesh, settings), settings.robustifier)
-    return jnp.where(_pair_mask(verts), jnp.sum(d, axis=-1), 0.0) * settings.vertex_stride
+    return jnp.where(_pair_mask(verts, valid), jnp.sum(d, axis=-1), 0.0) * settings.vertex_stride
 
 
 def collision_loss(
-    verts: Float[Array, "people verts 3"], mesh: CollisionMesh | Int[Array, "faces 3"], settings: CollisionSettings
+    verts: Float[Array, "people verts 3"],
+    mesh: CollisionMesh | Int[Array, "faces 3"],
+    settings: CollisionSettings,
+    valid: Bool[Array, "people"] | None = None,
 ) -> Float[Array, ""]:
-    """Collision loss of one frame (metres, see module doc). `verts` in metres, world frame, all people present."""
-    p = verts.shape[0]
-    return jnp.sum(pair_penetration(verts, mesh, settings)) / (p * p)
+    """Collision loss of one frame (metres, see module doc). `verts` in metres, world frame. `valid` marks the
+    people present (default all); absent people neither penetrate nor are penetrated, and the 1 / P^2
+    normalization counts present people only (the reference's `valid_people`)."""
+    pen = jnp.sum(pair_penetration(verts, mesh, settings, valid))
+    n = verts.shape[0] if valid is None else jnp.maximum(jnp.sum(valid), 1)
+    return pen / (n * n)
 
 
 def collision_loss_frames(
     verts: Float[Array, "frames people verts 3"],
     mesh: CollisionMesh | Int[Array, "faces 3"],
     settings: CollisionSettings,
+    valid: Bool[Array, "frames people"] | None = None,
 ) -> Float[Array, "frames"]:
     """Per-frame collision losses of a sequence; sum them for the stage-3 term.
 
@@ -182,12 +199,31 @@ def collision_loss_frames(
     """
     mesh = _as_mesh(mesh)
     n = verts.shape[0]
+    if valid is None:
+        valid = jnp.ones(verts.shape[:2], bool)
     chunk = max(1, min(settings.frame_chunk, n))
     pad = (-n) % chunk
     if pad:
         verts = jnp.concatenate([verts, jnp.repeat(verts[-1:], pad, axis=0)], axis=0)
-    out = jax.lax.map(lambda v: collision_loss(v, mesh, settings), verts, batch_size=chunk)
+        valid = jnp.concatenate([valid, jnp.repeat(valid[-1:], pad, axis=0)], axis=0)
+    out = jax.lax.map(lambda a: collision_loss(a[0], mesh, settings, a[1]), (verts, valid), batch_size=chunk)
     return out[:n]
+
+
+def make_collision_fn(mesh: CollisionMesh | Int[Array, "faces 3"], settings: CollisionSettings):
+    """Adapter to the fit's `CollisionFn(verts f[people, frames, verts, 3], frame_mask f[people, frames]) -> f[]`:
+    the mean collision loss over frames where anyone is present (the fit's terms are masked means, so a weight
+    means the same for any sequence length); people with frame_mask 0 in a frame are left out of that frame.
+    The returned function is a fixed Python object (hashable), as `fit_batch`'s static `collision_fn` needs."""
+    mesh = _as_mesh(mesh)
+
+    def collision_fn(verts, frame_mask):
+        valid = jnp.swapaxes(frame_mask, 0, 1) > 0  # [frames, people]
+        per = collision_loss_frames(jnp.swapaxes(verts, 0, 1), mesh, settings, valid)
+        w = jnp.any(valid, axis=1).astype(per.dtype)
+        return jnp.sum(per * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+    return collision_fn
 
 
 def point_depth_exact(

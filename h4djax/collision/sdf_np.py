@@ -23,6 +23,7 @@ __all__ = [
     "grid_points_np",
     "icosphere_np",
     "box_mesh_np",
+    "sample_grid_np",
 ]
 
 
@@ -170,3 +171,20 @@ def box_mesh_np(lo, hi) -> tuple[np.ndarray, np.ndarray]:
     flip = np.einsum("ij,ij->i", n, tri.mean(1) - ctr) < 0
     faces[flip] = faces[flip][:, ::-1]
     return verts, faces
+
+
+def sample_grid_np(values: np.ndarray, lo: np.ndarray, spacing: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Trilinear interpolation of a [G, G, G] grid at points [n, 3] (numpy); 0 outside the grid."""
+    g = values.shape[0]
+    u = (np.asarray(points, np.float64) - lo) / spacing
+    ok = np.all((u >= 0) & (u <= g - 1), axis=1)
+    i0 = np.clip(np.floor(u), 0, g - 2).astype(int)
+    t = u - i0
+    out = np.zeros(len(u))
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                w = ((t[:, 0] if dx else 1 - t[:, 0]) * (t[:, 1] if dy else 1 - t[:, 1])
+                     * (t[:, 2] if dz else 1 - t[:, 2]))
+                out += w * values[i0[:, 0] + dx, i0[:, 1] + dy, i0[:, 2] + dz]
+    return np.where(ok, out, 0.0)

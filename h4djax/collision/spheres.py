@@ -7,9 +7,9 @@ exact for points on the line from a centre to its closest surface point. Cost pe
 `verts x spheres` distances, no `grid^3 x faces` build.
 
 Fitting (host, once per body model): an exact SDF grid of the rest mesh is built with `build_sdf_grid`; balls are
-placed greedily at the deepest inside grid point not yet covered by a ball (a discrete medial-axis sampling, the
-idea of sphere-tree construction by medial-axis approximation, Bradshaw & O'Sullivan, ACM TOG 2004), until
-`n_spheres` balls.
+centred at inside grid points with radius = their exact depth (inscribed, maximal at medial points: the idea of
+sphere trees from medial-axis approximation, Bradshaw & O'Sullivan, ACM TOG 2004), chosen greedily where the
+current estimate is worst (largest d(x) - estimate(x) over the inside grid points), until `n_spheres` balls.
 
 Posing: each centre is an affine combination of its `anchors` nearest rest vertices (weights sum to 1 and
 reproduce the rest centre exactly), so it moves with the posed/shaped mesh without needing the joint transforms;
@@ -64,7 +64,8 @@ def fit_sphere_proxy(
     """Fit the proxy to a closed rest mesh (host side, numpy + one jitted grid build). Units: metres.
 
     `grid_size` is the resolution of the rest-pose SDF on which ball centres are sampled (box-shaped grid, so the
-    spacing follows each axis' extent). Balls smaller than `min_radius` are not placed.
+    spacing follows each axis' extent). Balls smaller than `min_radius` are not placed. Cost: n_spheres passes over
+    the inside grid points (about a second for 128 spheres on a 64^3 grid of the body).
     """
     rest = np.asarray(rest_verts, np.float64)
     grid = _build_rest_grid(jnp.asarray(rest_verts), jnp.asarray(faces, jnp.int32), grid_size=grid_size,
@@ -73,17 +74,20 @@ def fit_sphere_proxy(
     pts = np.asarray(grid_points(grid.lo, grid.spacing, grid_size), np.float64).reshape(-1, 3)
     inside = depth > 0
     pts, depth = pts[inside], depth[inside]
-    covered = np.zeros(len(pts), bool)
+    # Greedy on the error of the current estimate: est(x) = max_s (r_s - |x - c_s|)_+ is a 1-Lipschitz lower
+    # envelope of the true depth d, so the next ball goes where d - est is largest (ties: the deeper point). This
+    # drives the worst depth error down directly; the first ball is the deepest point.
+    est = np.zeros(len(pts))
     centres, radii = [], []
     for _ in range(n_spheres):
-        cand = np.where(covered, -1.0, depth)
-        k = int(np.argmax(cand))
-        if cand[k] < min_radius:
+        deficit = np.where(depth >= min_radius, depth - est, -1.0)
+        k = int(np.argmax(deficit + 1e-9 * depth))
+        if deficit[k] <= 0:
             break
         c, r = pts[k], depth[k]
         centres.append(c)
         radii.append(r)
-        covered |= np.sum((pts - c) ** 2, axis=1) < r * r
+        est = np.maximum(est, r - np.sqrt(np.sum((pts - c) ** 2, axis=1)))
     if not centres:
         raise ValueError("fit_sphere_proxy: the mesh has no inside grid point deeper than min_radius "
                          f"({min_radius} m); is it closed and in metres?")

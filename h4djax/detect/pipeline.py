@@ -25,6 +25,7 @@ calibration, media), and reuses it when the hash matches.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -352,6 +353,13 @@ def _model_path(p: str, root: Path) -> Path:
 
 
 def _sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_cached(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    # Keyed on size and mtime too: a model file replaced in place is hashed again.
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -469,7 +477,7 @@ def detect_capture(capture, config=None, progress: bool = True, *, directory: st
 
 
 def ensure_keypoints(capture, config=None, progress: bool = True, *, directory: str | Path | None = None,
-                     root: Path = REPO, device: str = "auto"):
+                     frames: tuple[int, int | None] = (0, None), root: Path = REPO, device: str = "auto"):
     """The one call ``h4d fit`` makes before triangulation: a ``Capture`` with associated keypoints.
 
     - no keypoints, videos/ or images/ present -> ``detect_capture`` (cached keypoints2d.npz);
@@ -480,7 +488,7 @@ def ensure_keypoints(capture, config=None, progress: bool = True, *, directory: 
     cfg, filter_cfg = _split_config(config)
     if capture.keypoints is None:
         kp = detect_capture(capture, Config(detect=cfg, filter=filter_cfg), progress, directory=directory,
-                            root=root, device=device)
+                            frames=frames, root=root, device=device)
         fps = capture.fps
         path = (Path(directory) if directory is not None else capture_directory(capture)) / CACHE_FILE
         with np.load(path, allow_pickle=False) as z:

@@ -5,22 +5,23 @@
 1. Pre-processing (gapfill.py, EgoHumans `refine_pose3d`): polynomial gap filling, limb-outlier rejection and
    refill, Savitzky-Golay smoothing.
 2. Optimization of w_limb L_limb + w_symm L_symm + w_temporal L_temporal + w_data L_data (losses.py) over all
-   frames and people at once, starting from the pre-processed sequence, with Optax: L-BFGS + zoom line search
-   (EgoHumans: torch LBFGS with strong-Wolfe line search) or Adam. The iterations are a `lax.scan` with a
-   pre-sized per-iteration, per-term loss history; after convergence (relative decrease <= ftol) the remaining
-   iterations are skipped with `lax.cond`.
+   frames and people at once, starting from the pre-processed sequence, with Optax: L-BFGS (optax.scale_by_lbfgs,
+   as in optax.lbfgs) with a backtracking (Armijo) or zoom (strong Wolfe; EgoHumans uses torch LBFGS with
+   strong-Wolfe) line search, or Adam. The iterations are a `lax.scan` with a pre-sized per-iteration, per-term
+   loss history; after convergence (relative decrease <= ftol) the remaining iterations are skipped (`lax.cond`).
 
 Static vs traced: `RefineOptions` (iteration count, optimizer, modes, windows) is a static argument; every number
 in `RefineWeights` (loss weights, filled-joint weight, norm epsilon, outlier sigma, learning rate, ftol) is a traced
 leaf, so changing it never recompiles.
 
 Differentiability: `jax.grad` of anything in the result w.r.t. xyz (or the weights) works. It differentiates the
-unrolled iterations: gap filling (a batched linear solve), smoothing, and every optimizer step. The line search is
-run on stop-gradient copies of its inputs (its `while_loop` has no reverse mode) and the accepted step size is
-treated as a constant; the gradient is then exact wherever the step size is locally constant, which holds for the
-backtracking line search (steps are powers of its decrease factor) and for Adam, and for the zoom line search
-whenever it accepts its initial unit step. Reverse mode stores the optimizer state per iteration (about
-2 * memory_size copies of y for L-BFGS).
+unrolled iterations: gap filling (a batched linear solve), smoothing, and every optimizer step. Optax line searches
+loop with `lax.while_loop` (no reverse mode), so the search runs on stop-gradient copies of its inputs and the
+accepted step size is treated as a constant. The backtracking search (default) only accepts step sizes from a
+discrete set (powers of its decrease factor), so the result is piecewise smooth and the gradient exact almost
+everywhere (tested against finite differences), as for Adam. The zoom search interpolates its step size, whose
+derivative is then missing (the gradient is approximate unless the unit step is accepted). Reverse mode stores the
+optimizer state of every iteration (about 2 * memory_size copies of y for L-BFGS).
 
 Batches: xyz [B, F, P, 17, 3] with frame_mask [B, F] refines B independent sequences padded (at the end) to the
 same length F (vmap). A padded person is one whose joints are all invalid: it contributes nothing.
@@ -63,7 +64,7 @@ class RefineOptions:
 
     iters: int = 200
     optimizer: str = "lbfgs"
-    linesearch: str = "zoom"
+    linesearch: str = "backtracking"
     linesearch_steps: int = 20
     memory_size: int = 10
     interp_window: int = 10

@@ -34,7 +34,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.ndimage import maximum_filter1d
+from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
 from h4djax.body import BodyModel, SmplParams, load_body_model, smpl_forward_batch
 from h4djax.errors import ConfigError
@@ -350,9 +350,10 @@ class _ArmIK:
 
 
 def _arm_ik(track: _Track, side: str, rest: np.ndarray, shoulder_pos: np.ndarray, targets: np.ndarray,
-            normals: np.ndarray, pole_local: np.ndarray, parents) -> _ArmIK:
+            normals: np.ndarray, pole_local: np.ndarray, parents, swivel: np.ndarray | None = None) -> _ArmIK:
     """Analytic IK of one arm over all frames (vectorized), palm resting on `targets` (skin point + clearance
-    along the outward `normals`, [F, 3]), hand flat along the surface, palm turned towards it."""
+    along the outward `normals`, [F, 3]), hand flat along the surface, palm turned towards it. `swivel` [F]
+    (radians) turns the elbow's bend direction about the shoulder-wrist axis away from the keyframed pole."""
     ix = _SIDE_IDX[side]
     s = ix["sign"]
     sh, el, wr, hd, co = ix["shoulder"], ix["elbow"], ix["wrist"], ix["hand"], ix["collar"]
@@ -369,6 +370,10 @@ def _arm_ik(track: _Track, side: str, rest: np.ndarray, shoulder_pos: np.ndarray
     t_hand /= np.maximum(np.linalg.norm(t_hand, axis=-1, keepdims=True), 1e-9)
     wrist_target = targets + normals * _PALM_OFFSET - 0.5 * hand_len * t_hand
     pole = np.einsum("fij,fj->fi", G[:, _SPINE3], pole_local * np.array([s, 1.0, 1.0]))
+    if swivel is not None:
+        axis = wrist_target - shoulder_pos
+        axis /= np.maximum(np.linalg.norm(axis, axis=-1, keepdims=True), 1e-9)
+        pole = np.einsum("fij,fj->fi", aa_to_mat(axis * swivel[:, None]), pole)
     E, W, _ = two_bone_ik(shoulder_pos, wrist_target, pole, np.full(len(pole), l1), np.full(len(pole), l2))
     b1 = (E - shoulder_pos) / l1
     b2 = W - E
@@ -548,7 +553,8 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
     left0 /= np.maximum(np.linalg.norm(left0, axis=-1, keepdims=True), 1e-9)
     hold = sh + 0.22 * left0 + np.array([0.0, 0.05, 0.0])
     # Each arm in contact: IK, then check the arm's capsule proxy (points along its bones, radius from the
-    # person's own mesh) against the partner's skin and lift the palm by the penetration, a few rounds.
+    # person's own mesh) against the partner's arm-less body (the partner's arms are still in their keyframed pose
+    # here) and lift the palm by the penetration, a few rounds.
     jobs = []
     for p in (0, 1):
         q = 1 - p
@@ -569,36 +575,58 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
                              radii=np.repeat(_arm_radii(model, betas[p], rest[p], side), len(_ARM_SAMPLES))))
     active = np.flatnonzero(np.any([j["w"] > 0.05 for j in jobs], axis=0)) if jobs else np.zeros(0, int)
     check = active[:: max(1, mc.contact_check_stride)]
-    extra = [np.zeros(F) for _ in jobs]
-    for it in range(mc.contact_rounds + 1):
-        iks = [_arm_ik(tracks[j["p"]], j["side"], rest[j["p"]], joints[j["p"], :, _SIDE_IDX[j["side"]]["shoulder"]],
-                       j["base"] + (j["clear"] + extra[i])[:, None] * j["nrm"], j["nrm"],
-                       tracks[j["p"]].contact_pole[j["side"]], model.parents) for i, j in enumerate(jobs)]
-        if it == mc.contact_rounds or len(check) == 0:
-            break
-        pts = np.stack([_arm_axis_points(ik)[check] for ik in iks])  # [jobs, n_check, 15, 3]
-        partner = np.stack([verts[j["q"], check] for j in jobs])  # [jobs, n_check, V, 3]
+
+    def ik_of(i, j, extra, swivel):
+        return _arm_ik(tracks[j["p"]], j["side"], rest[j["p"]], joints[j["p"], :, _SIDE_IDX[j["side"]]["shoulder"]],
+                       j["base"] + (j["clear"] + extra)[:, None] * j["nrm"], j["nrm"],
+                       tracks[j["p"]].contact_pole[j["side"]], model.parents, swivel)
+
+    def penetration(iks_) -> np.ndarray:
+        """[len(iks_), n_check] deepest capsule penetration of each arm into its partner's arm-less body."""
+        pts = np.stack([_arm_axis_points(ik)[check] for ik in iks_])  # [n, n_check, 15, 3]
+        partner = np.stack([verts[jobs[k % len(jobs)]["q"], check] for k in range(len(iks_))])
         sd = np.asarray(_signed_distance(jnp.asarray(pts.reshape((-1,) + pts.shape[2:]), jnp.float32),
                                          jnp.asarray(partner.reshape((-1,) + partner.shape[2:]), jnp.float32),
-                                         topo.clusters)).reshape(pts.shape[:3])
-        done = True
-        for i, j in enumerate(jobs):
-            # The first samples of the upper arm sit at the person's own shoulder, which may touch the partner
-            # in an embrace; only the distal upper arm, forearm and hand are checked.
-            pen = np.max((j["radii"][None] - sd[i])[:, 2:], axis=-1) * (j["w"][check] > 0.05)  # [n_check]
-            if np.max(pen) > 0.002:
-                done = False
-            # Spread the correction over the frames between checks (max-filter, then interpolate), so the lift
-            # is smooth in time.
-            corr = np.interp(np.arange(F), check, np.maximum(pen, 0.0) + 0.003 * (pen > 0))
-            corr = maximum_filter1d(corr, 2 * mc.contact_check_stride + 1, mode="nearest")
-            extra[i] = np.minimum(extra[i] + corr, _MAX_LIFT)
-        if done:
-            break
+                                         topo.torso_clusters)).reshape(pts.shape[:3])
+        radii = np.stack([jobs[k % len(jobs)]["radii"] for k in range(len(iks_))])
+        # The first samples of the upper arm sit at the person's own shoulder, which may touch the partner in an
+        # embrace; only the distal upper arm, forearm and hand are checked.
+        return np.max((radii[:, None] - sd)[:, :, 2:], axis=-1)
+
+    extra = [np.zeros(F) for _ in jobs]
+    swivel = [np.zeros(F) for _ in jobs]
+    rounds = 0
+    if len(check) and jobs:
+        # 1) Elbow swivel: try 12 bend directions about the shoulder-wrist axis, keep per checked frame the one
+        #    with the least penetration (ties: nearest the keyframed pole), smoothed over time.
+        cands = np.deg2rad(np.arange(-150, 181, 30))
+        iks_c = [ik_of(i, j, extra[i], np.full(F, a)) for a in cands for i, j in enumerate(jobs)]
+        pen = penetration(iks_c).reshape(len(cands), len(jobs), -1)  # [cands, jobs, n_check]
+        cost = np.maximum(pen, 0.0) + 0.01 * np.abs(cands)[:, None, None] / np.pi
+        best = cands[np.argmin(cost, 0)]  # [jobs, n_check]
+        for i in range(len(jobs)):
+            vec = np.stack([np.interp(np.arange(F), check, np.cos(best[i])),
+                            np.interp(np.arange(F), check, np.sin(best[i]))], -1)
+            vec = gaussian_filter1d(vec, sigma=2.0 * mc.contact_check_stride, axis=0, mode="nearest")
+            swivel[i] = np.arctan2(vec[:, 1], vec[:, 0])
+        # 2) Palm lift where the arm still penetrates, a few rounds.
+        for rounds in range(1, mc.contact_rounds + 1):
+            iks = [ik_of(i, j, extra[i], swivel[i]) for i, j in enumerate(jobs)]
+            pen = penetration(iks) * np.stack([j["w"][check] > 0.05 for j in jobs])
+            if np.max(pen) <= 0.002:
+                break
+            for i in range(len(jobs)):
+                corr = np.interp(np.arange(F), check, np.maximum(pen[i], 0.0) + 0.003 * (pen[i] > 0))
+                corr = maximum_filter1d(corr, 2 * mc.contact_check_stride + 1, mode="nearest")
+                extra[i] = np.minimum(extra[i] + corr, _MAX_LIFT)
+    iks = [ik_of(i, j, extra[i], swivel[i]) for i, j in enumerate(jobs)]
+    final_pen = (penetration(iks) * np.stack([j["w"][check] > 0.05 for j in jobs])) if (len(check) and jobs) else \
+        np.zeros((0, 0))
     for j, ik in zip(jobs, iks):
         _apply_ik(tracks[j["p"]], j["side"], ik, j["w"])
-    stats_contact = {"rounds": it, "max_extra_clearance_mm": round(1000 * max((e.max() for e in extra), default=0),
-                                                                    1)}
+    stats_contact = {"lift_rounds": rounds,
+                     "max_palm_lift_mm": round(1000 * max((float(e.max()) for e in extra), default=0.0), 1),
+                     "arm_proxy_max_penetration_mm": round(1000 * float(final_pen.max()) if final_pen.size else 0.0, 1)}
     t0 = tick("contact_ik", t0)
 
     # Pass 2: final bodies.

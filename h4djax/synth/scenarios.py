@@ -288,9 +288,9 @@ def _place(c, yaw, local):
 
 
 def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4) -> Script:
-    """Approach with opening arms, criss-cross embrace (one arm over the partner's shoulder onto the upper back,
-    the other under the partner's arm around the back), sway with the heads passing each other, lift the hands off,
-    step back and lower the arms; repeated, mirrored every other time."""
+    """Approach with opening arms, embrace (one person's arms over the partner's shoulders onto the upper back, the
+    other's under the partner's arms around the waist), sway with the heads passing each other, lift the hands off,
+    step back and lower the arms; repeated with the roles and sides swapped every other time."""
     A, B = _Track(), _Track()
     c, yaw0 = _pair_frame(rng, position_jitter)
     t = 0.0
@@ -299,7 +299,7 @@ def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4)
         yaw = yaw0 + float(rng.normal(0, 20))
         gap0 = float(rng.uniform(1.3, 1.7))  # start distance between pelvises (m)
         close = float(rng.uniform(0.22, 0.28))  # pelvis distance in the embrace (the separation solver refines it)
-        side = float(rng.uniform(0.06, 0.10))  # each body shifted sideways so the heads pass each other
+        side = float(rng.uniform(0.03, 0.05))  # each body shifted sideways so the heads pass each other
         ya, yb = yaw, yaw + 180.0
         pa0, pb0 = _place(c, yaw, (0, -gap0 / 2)), _place(c, yaw, (0, gap0 / 2))
         lead = "left" if over == 0 else "right"
@@ -318,38 +318,45 @@ def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4)
         _steps(B, t_walk, t_arr, pb0, pb1, yb, base)
         for trk in (A, B):  # the last step keyframe carries the open arms
             trk.keys[-1] = (trk.keys[-1][0], trk.keys[-1][1].with_(joints=open_arms))
-        # Criss-cross embrace: each body is shifted to one side (`lead`), its arm on that side goes under the
-        # partner's arm around the back, the other arm over the partner's shoulder onto the upper back; heads turn
-        # towards the lead side and pass each other. The elbows point out and forward (towards the partner's flanks)
-        # so the forearms wrap around the back instead of cutting it.
-        other = "right" if lead == "left" else "left"
-        body = spine(flex=5) | head(turn=45 * sgn, tilt=10 * sgn)
-        body_a = body | leg("left", flex=6, knee=10, abd=6) | leg("right", flex=-4, knee=8, abd=8)
-        body_b = body | leg("left", flex=-4, knee=8, abd=8) | leg("right", flex=6, knee=10, abd=6)
-        reach = arm(lead, az=65, el=-25) | elbow(lead, 80) | arm(other, az=70, el=30) | elbow(other, 70)
-        cont = {lead: Contact(f"mid_back_{other}", pole=(1.0, -0.5, 0.5)),
-                other: Contact(f"upper_back_{lead}", pole=(1.0, 0.6, 0.4))}
+        # Embrace: the "over" person's arms go over the partner's shoulders onto the upper back, the "under"
+        # person's arms under the partner's arms around the waist onto the lower back. Heads turn and tilt to
+        # opposite sides (each to its own `lead` side) so they pass each other; the bodies are offset a little to
+        # that side. The elbows point out and forward (towards the partner's flanks) so the forearms wrap around
+        # the back instead of cutting it.
+        over_t, under_t = (A, B) if over == 0 else (B, A)
+        hd = head(turn=50 * sgn, tilt=18 * sgn)
+        legs_a = leg("left", flex=6, knee=10, abd=6) | leg("right", flex=-4, knee=8, abd=8)
+        legs_b = leg("left", flex=-4, knee=8, abd=8) | leg("right", flex=6, knee=10, abd=6)
+        up = arm("left", az=70, el=25) | arm("right", az=70, el=25) | elbow("left", 70) | elbow("right", 70)
+        down = arm("left", az=70, el=-30) | arm("right", az=70, el=-30) | elbow("left", 80) | elbow("right", 80)
+        c_up = {"left": Contact("upper_back_right", pole=(1.0, 0.4, 0.6)),
+                "right": Contact("upper_back_left", pole=(1.0, 0.4, 0.6))}
+        c_down = {"left": Contact("lower_back_right", pole=(1.0, -0.5, 0.6)),
+                  "right": Contact("lower_back_left", pole=(1.0, -0.5, 0.6))}
+        body = {id(over_t): spine(flex=3, bend=4 * sgn) | hd | up, id(under_t): spine(flex=6, bend=4 * sgn) | hd | down}
+        conts = {id(over_t): c_up, id(under_t): c_down}
+        legs = {id(A): legs_a, id(B): legs_b}
         t_reach = t_arr + float(rng.uniform(0.3, 0.5))
         t_hold = t_reach + float(rng.uniform(0.4, 0.6))
-        roles = ((A, body_a), (B, body_b))
-        for trk, bod in roles:
-            trk.add(t_reach, trk.last.with_(joints=base | bod | reach,
+        roles = [(trk, legs[id(trk)] | body[id(trk)], conts[id(trk)]) for trk in (A, B)]
+        for trk, bod, cont in roles:
+            trk.add(t_reach, trk.last.with_(joints=base | bod,
                                             contacts={k: dataclasses.replace(v, weight=0.7) for k, v in cont.items()}))
-            trk.add(t_hold, trk.last.with_(joints=base | bod | reach, contacts=cont))
+            trk.add(t_hold, trk.last.with_(joints=base | bod, contacts=cont))
         # Sway: the pair rocks, turning together a few degrees each way.
         ts = t_hold
         for k in range(int(rng.integers(3, 6))):
             ts += float(rng.uniform(0.7, 1.0))
             amp = float(rng.uniform(5, 10)) * (1 if k % 2 == 0 else -1)
-            for trk, bod in roles:
+            for trk, bod, cont in roles:
                 y0 = ya if trk is A else yb
-                trk.add(ts, trk.last.with_(yaw=y0 + amp, joints=base | bod | reach | spine(flex=5, bend=0.3 * amp)))
+                trk.add(ts, trk.last.with_(yaw=y0 + amp, joints=base | bod | spine(flex=5, bend=4 * sgn + 0.3 * amp)))
         # Release: hands lift off the back (clearance grows), then slide out past the flanks while the pair steps
         # back, arms open, then the arms come down.
         t_lift = ts + float(rng.uniform(0.5, 0.8))
-        lift = {k: dataclasses.replace(v, clearance=0.07) for k, v in cont.items()}
-        for trk, bod in roles:
-            trk.add(t_lift, trk.last.with_(yaw=ya if trk is A else yb, joints=base | bod | reach, contacts=lift))
+        for trk, bod, cont in roles:
+            lift = {k: dataclasses.replace(v, clearance=0.07) for k, v in cont.items()}
+            trk.add(t_lift, trk.last.with_(yaw=ya if trk is A else yb, joints=base | bod, contacts=lift))
         t_back = t_lift + float(rng.uniform(1.0, 1.3))
         pa2, pb2 = _place(c, yaw, (0, -gap0 / 2.4)), _place(c, yaw, (0, gap0 / 2.4))
         off = {"left": None, "right": None}

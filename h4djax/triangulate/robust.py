@@ -17,7 +17,8 @@ used by Harmony4D:
    normalized-plane error scales (1 = a 45 degree angle), so the default is plain least squares, like the
    reference. Both converge to the same minimizer of ``sum_v rho(e_v^2)``.
 5. Valid iff ``n_candidates >= min_views`` (the reference's test) and ``n_inliers >= min_inliers`` and the solve
-   was finite. Invalid joints get xyz = 0, n_inliers = 0, reproj_err_px = 0 and an empty inlier mask.
+   was finite and determined (regular Gauss-Newton system: the inlier rays are not all parallel -- the reference
+   returns an arbitrary point on the ray there). Invalid joints get xyz = 0, n_inliers = 0, reproj_err_px = 0 and an empty inlier mask.
 
 Inlier threshold: ``inlier_eps`` (0.01) on ``e_v``; if ``inlier_eps_px > 0`` it replaces it per camera: a view is
 an inlier when its full normalized-plane distance is below ``inlier_eps_px / f_v`` (``f_v`` = mean focal length of
@@ -196,7 +197,7 @@ def _solve3_soa(H, g):
         (A00 * g[0] + A01 * g[1] + A02 * g[2]) * inv,
         (A01 * g[0] + A11 * g[1] + A12 * g[2]) * inv,
         (A02 * g[0] + A12 * g[1] + A22 * g[2]) * inv,
-    ])
+    ]), ok
 
 
 def _gauss_newton(
@@ -206,10 +207,15 @@ def _gauss_newton(
     X0: Float[Array, "3 *batch"],
     huber_delta: Float[Array, ""],
     iters: int,
-) -> Float[Array, "3 *batch"]:
-    """``iters`` Gauss-Newton / Huber-IRLS steps on r_v = x_v - pi(P_v X) over the views with w_view = 1."""
+) -> tuple[Float[Array, "3 *batch"], Bool[Array, "*batch"]]:
+    """``iters`` Gauss-Newton / Huber-IRLS steps on r_v = x_v - pi(P_v X) over the views with w_view = 1.
 
-    def step(_, X):
+    Also returns whether the last Gauss-Newton system was regular: a singular J^T J means the inlier rays do not
+    determine the point (e.g. two coincident cameras), which the caller flags as invalid.
+    """
+
+    def step(_, carry):
+        X, _ = carry
         px, py, z, A = _project_soa(Pn, X)
         rx, ry = xn[:, 0] - px, xn[:, 1] - py
         # d pi / d X = (A_row0 - px A_row2) / z, (A_row1 - py A_row2) / z
@@ -222,9 +228,12 @@ def _gauss_newton(
         w = w_view * huber
         H = {(j, k): jnp.sum(w * (Jx[j] * Jx[k] + Jy[j] * Jy[k]), axis=0) for j in range(3) for k in range(j, 3)}
         g = [jnp.sum(w * (Jx[j] * rx + Jy[j] * ry), axis=0) for j in range(3)]
-        return X + _solve3_soa(H, g)
+        dx, ok = _solve3_soa(H, g)
+        return X + dx, ok
 
-    return jax.lax.fori_loop(0, iters, step, X0)
+    if iters == 0:
+        return X0, jnp.ones(X0.shape[1:], bool)
+    return jax.lax.fori_loop(0, iters, step, (X0, jnp.ones(X0.shape[1:], bool)))
 
 
 def triangulate_tracks(
@@ -290,9 +299,10 @@ def triangulate_tracks(
 
     # --- confidence-weighted DLT on the inliers + Gauss-Newton (differentiable, selection held fixed) ----------
     X0, ok0 = weighted_dlt(view_normal_entries(Pn, xn), jnp.where(inliers, conf, 0.0))
-    X = _gauss_newton(Pn, xn, inliers.astype(dtype), X0, jnp.asarray(params.huber_delta, dtype), refine_iters)
+    X, regular = _gauss_newton(Pn, xn, inliers.astype(dtype), X0, jnp.asarray(params.huber_delta, dtype),
+                               refine_iters)
     finite_X = jnp.all(jnp.isfinite(X), axis=0)
-    valid = (n_cand >= params.min_views) & (n_inl >= params.min_inliers) & ok0 & finite_X
+    valid = (n_cand >= params.min_views) & (n_inl >= params.min_inliers) & ok0 & regular & finite_X
     X = jnp.where(valid[None], X, 0.0)
     return X, valid, inliers & valid[None], jnp.where(valid, n_inl, 0), n_cand
 
