@@ -144,6 +144,9 @@ class FitConfig:
     epochs: int = 3
     """How often the stage schedule is repeated (EgoHumans: 10; 3 reach the same loss with Adam on our init)."""
     stages: tuple[StageConfig, ...] = field(default_factory=_default_stages)
+    correspondence: str = "regressor"
+    """Model points matched to COCO keypoints: "regressor" (all 17 from the model's COCO keypoint regressor) or
+    "paper" (PIPELINE.md 1.5: face from mesh vertices, body = SMPL joints). See h4djax.fit.fit.model_points."""
 
 
 @dataclass(frozen=True)
@@ -157,8 +160,9 @@ class CollisionConfig:
     """Sample every n-th vertex of the other people (1 = all)."""
     method: str = "sdf"
     """"sdf" (grid, reference behaviour) or "spheres" (inscribed-sphere proxy, faster; docs/collision_report.md)."""
-    frame_chunk: int = 64
-    """Frames vmapped together when the loss is evaluated over a sequence (memory bound; see h4djax/collision)."""
+    frame_chunk: int = 0
+    """Frames vmapped together when the loss is evaluated over a sequence (memory bound; see h4djax/collision).
+    0 = automatic: 1 on CPU (faster there), 64 on GPU/TPU."""
     grid_cube: bool = True
     """True: cube grid over the largest box extent (EgoHumans); False: per-axis padded box (finer on thin axes)."""
     robustifier: float = 0.0

@@ -106,6 +106,10 @@ def mpjpe(y: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
     return float(np.linalg.norm(y - gt, axis=-1)[mask].mean())
 
 
+_fill = jax.jit(fill_gaps, static_argnames=("window", "order", "long_gap"))
+_savgol = jax.jit(savgol_smooth, static_argnames=("window", "order"))
+
+
 def _x64(fn):
     """Run a test with float64 enabled (restored afterwards)."""
 
@@ -146,7 +150,7 @@ def test_fill_gaps_recovers_cubic_in_masked_frames():
     observed[masked, 0] = False
     observed[[10, 11, 12, 13], 1] = False
     x_in = np.where(observed[..., None], x, np.nan)
-    out, present = fill_gaps(jnp.asarray(x_in), jnp.asarray(observed), jnp.asarray(frames), window=10, order=3)
+    out, present = _fill(jnp.asarray(x_in), jnp.asarray(observed), jnp.asarray(frames), window=10, order=3)
     out, present = np.asarray(out), np.asarray(present)
     assert present.all()
     np.testing.assert_allclose(out[masked, 0], x[masked, 0], atol=1e-9)
@@ -165,19 +169,19 @@ def test_fill_gaps_long_gaps_and_edges():
     observed[:4, 1] = False  # sequence start: one-sided
     observed[:, 2] = False  # never observed
     args = (jnp.asarray(np.where(observed[..., None], x, np.nan)), jnp.asarray(observed), jnp.asarray(frames))
-    out, present = map(np.asarray, fill_gaps(*args, window=10, order=3, long_gap="linear"))
+    out, present = map(np.asarray, _fill(*args, window=10, order=3, long_gap="linear"))
     np.testing.assert_allclose(out[10:35, 0], x[10:35, 0], atol=1e-12)  # linear interpolation is exact here
     np.testing.assert_allclose(out[:4, 1], np.repeat(x[4:5, 1], 4, axis=0), atol=1e-12)  # hold at the start
     assert present[:, :2].all() and not present[:, 2].any()
     assert np.all(out[:, 2] == 0)
-    out, present = map(np.asarray, fill_gaps(*args, window=10, order=3, long_gap="hold"))
+    out, present = map(np.asarray, _fill(*args, window=10, order=3, long_gap="hold"))
     np.testing.assert_allclose(out[10:22, 0], np.repeat(x[9:10, 0], 12, axis=0), atol=1e-12)  # nearer: frame 9
     np.testing.assert_allclose(out[23:35, 0], np.repeat(x[35:36, 0], 12, axis=0), atol=1e-12)  # nearer: frame 35
-    out, present = map(np.asarray, fill_gaps(*args, window=10, order=3, long_gap="none"))
+    out, present = map(np.asarray, _fill(*args, window=10, order=3, long_gap="none"))
     # Frames within 5 of both gap ends are bridged by the window; the middle of the gap and the edges stay invalid.
     assert not present[15:30, 0].any() and not present[:4, 1].any()
     # Padding: frames >= num_frames are never filled, and do not feed the fill.
-    out, present = map(np.asarray, fill_gaps(args[0], args[1] & (np.arange(frames) < 40)[:, None], jnp.asarray(40),
+    out, present = map(np.asarray, _fill(args[0], args[1] & (np.arange(frames) < 40)[:, None], jnp.asarray(40),
                                             window=10, order=3))
     assert not present[40:].any()
 
@@ -188,18 +192,18 @@ def test_savgol_matches_scipy_interior_and_edges():
     frames = 41
     x = rng.normal(size=(frames, 4, 3))
     present = jnp.ones((frames, 4), bool)
-    out = np.asarray(savgol_smooth(jnp.asarray(x), present, jnp.asarray(frames), window=5, order=3))
+    out = np.asarray(_savgol(jnp.asarray(x), present, jnp.asarray(frames), window=5, order=3))
     ref = scipy.signal.savgol_filter(x, 5, 3, axis=0)  # mode="interp" (scipy's default)
     np.testing.assert_allclose(out[2:-2], ref[2:-2], atol=1e-12)  # interior: convolution coefficients
     np.testing.assert_allclose(out, ref, atol=1e-12)  # edges: polynomial fit to the first / last 5 frames
     # A padded sequence matches scipy on its real prefix (edges at the real end) and leaves the padding alone.
-    out = np.asarray(savgol_smooth(jnp.asarray(x), present, jnp.asarray(30), window=7, order=2))
+    out = np.asarray(_savgol(jnp.asarray(x), present, jnp.asarray(30), window=7, order=2))
     np.testing.assert_allclose(out[:30], scipy.signal.savgol_filter(x[:30], 7, 2, axis=0), atol=1e-12)
     np.testing.assert_array_equal(out[30:], x[30:])
     # A frame whose window touches an absent joint keeps its value.
     hole = np.ones((frames, 4), bool)
     hole[20, 0] = False
-    out = np.asarray(savgol_smooth(jnp.asarray(x), jnp.asarray(hole), jnp.asarray(frames), window=5, order=3))
+    out = np.asarray(_savgol(jnp.asarray(x), jnp.asarray(hole), jnp.asarray(frames), window=5, order=3))
     np.testing.assert_array_equal(out[18:23, 0], x[18:23, 0])
     np.testing.assert_allclose(out[18:23, 1], ref[18:23, 1], atol=1e-12)
 
@@ -216,6 +220,12 @@ def test_limb_outlier_flags_the_two_joints_of_the_bad_limb():
 
 
 # ----------------------------------------------------------------------------------------------- losses
+@jax.jit
+def _terms_and_grad(y, obs):
+    each = jnp.stack([term(y, obs) for term in L.TERMS])
+    return loss_terms(y, obs), each, jax.grad(lambda y: jnp.sum(loss_terms(y, obs)))(y)
+
+
 @_x64
 def test_losses_vanish_on_the_rigid_ground_truth():
     gt = jnp.asarray(skeleton_sequence(30, people=2))
@@ -224,10 +234,10 @@ def test_losses_vanish_on_the_rigid_ground_truth():
     for mode in L.LIMB_MODES:
         obs = make_obs(gt, jnp.ones(gt.shape[:-1]), present, lam[0], jnp.ones(lam.shape[1:], bool), 30.0, 0.0,
                        limb_mode=mode)
-        terms = np.asarray(loss_terms(gt, obs))
+        terms, each, g = _terms_and_grad(gt, obs)  # norm_eps = 0: exact |.| at 0, gradient still finite
+        terms = np.asarray(terms)
         assert terms[0] < 1e-12 and terms[1] < 1e-12 and terms[3] == 0.0 and terms[2] > 0.0
-        np.testing.assert_allclose(terms, [t(gt, obs) for t in L.TERMS], rtol=1e-12, atol=1e-15)
-        g = jax.grad(lambda y: jnp.sum(loss_terms(y, obs)))(gt)  # norm_eps = 0: exact |.| at 0, still finite
+        np.testing.assert_allclose(terms, np.asarray(each), rtol=1e-12, atol=1e-15)
         assert np.isfinite(np.asarray(g)).all()
 
 
@@ -286,37 +296,49 @@ def test_changing_weights_does_not_recompile(noisy_sequence):
     assert not np.allclose(np.asarray(res.xyz), np.asarray(base.xyz))  # the new weights were used
 
 
-def test_padded_frames_leave_real_frames_unchanged(noisy_sequence):
-    gt, xyz, valid = noisy_sequence
-    ref = _run(xyz, valid)
-    pad = 17
+def test_padded_frames_leave_real_frames_unchanged():
+    # 30 iterations: the padded and unpadded runs differ only by float32 rounding (reductions over more frames).
+    # Over hundreds of iterations such rounding differences can flip a line-search acceptance and the unconverged
+    # trajectories drift apart by ~0.1 mm (measured 0.09 mm in float64, 0.4 mm in float32 after 200 iterations).
+    frames, pad = 60, 17
+    cfg = dataclasses.replace(RefineConfig(), iters=30)
+    gt = skeleton_sequence(frames)
+    xyz, valid = corrupt(gt)
+    ref = _run(xyz, valid, cfg)
     rng = np.random.default_rng(5)
     xyz_p = np.concatenate([xyz, rng.normal(size=(pad,) + xyz.shape[1:])], axis=0)  # garbage, marked valid
     valid_p = np.concatenate([valid, np.ones((pad,) + valid.shape[1:], bool)], axis=0)
-    mask = np.arange(FRAMES + pad) < FRAMES
-    res = _run(xyz_p, valid_p, frame_mask=mask)
-    np.testing.assert_allclose(np.asarray(res.xyz)[:FRAMES], np.asarray(ref.xyz), atol=2e-5)
-    np.testing.assert_array_equal(np.asarray(res.valid)[:FRAMES], np.asarray(ref.valid))
-    assert not np.asarray(res.valid)[FRAMES:].any() and np.all(np.asarray(res.xyz)[FRAMES:] == 0)
+    mask = np.arange(frames + pad) < frames
+    res = _run(xyz_p, valid_p, cfg, frame_mask=mask)
+    np.testing.assert_array_equal(np.asarray(res.target)[:frames], np.asarray(ref.target))  # pre-processing: exact
+    np.testing.assert_array_equal(np.asarray(res.valid)[:frames], np.asarray(ref.valid))
+    np.testing.assert_allclose(np.asarray(res.xyz)[:frames], np.asarray(ref.xyz), atol=2e-5)
     np.testing.assert_allclose(np.asarray(res.summary.loss_history), np.asarray(ref.summary.loss_history),
-                               rtol=1e-4, atol=1e-9)
+                               rtol=1e-3, atol=1e-7)
+    assert int(res.summary.num_iters) == int(ref.summary.num_iters)
+    assert not np.asarray(res.valid)[frames:].any() and np.all(np.asarray(res.xyz)[frames:] == 0)
     # A batch of two sequences padded to one length (vmap): each equals its own unbatched run.
-    batch = _run(np.stack([xyz_p, xyz_p]), np.stack([valid_p, valid_p]),
-                 frame_mask=np.stack([mask, np.arange(FRAMES + pad) < FRAMES + pad]))
-    np.testing.assert_allclose(np.asarray(batch.xyz)[0, :FRAMES], np.asarray(ref.xyz), atol=2e-5)
-    full = _run(xyz_p, valid_p)
+    full_mask = np.ones(frames + pad, bool)
+    xyz_f, valid_f = corrupt(skeleton_sequence(frames + pad, seed=8), seed=9)
+    batch = _run(np.stack([xyz_p, xyz_f]), np.stack([valid_p, valid_f]), cfg, frame_mask=np.stack([mask, full_mask]))
+    np.testing.assert_allclose(np.asarray(batch.xyz)[0], np.asarray(res.xyz), atol=2e-5)
+    full = _run(xyz_f, valid_f, cfg, frame_mask=full_mask)
     np.testing.assert_allclose(np.asarray(batch.xyz)[1], np.asarray(full.xyz), atol=2e-5)
+    assert np.isfinite(np.asarray(batch.summary.loss_history)).all()
 
 
 def test_empty_person_and_outputs_are_finite():
-    gt = skeleton_sequence(40, people=2)
-    xyz, valid = corrupt(gt, gaps=1)
+    # Same shapes and options as the unpadded run above (shared compilation).
+    cfg = dataclasses.replace(RefineConfig(), iters=30)
+    xyz, valid = corrupt(skeleton_sequence(60), seed=11)
     valid[:, 1] = False  # a padded person
-    res = _run(xyz, valid, dataclasses.replace(RefineConfig(), iters=20))
+    res = _run(xyz, valid, cfg)
     assert not np.asarray(res.valid)[:, 1].any() and np.all(np.asarray(res.xyz)[:, 1] == 0)
     assert np.isfinite(np.asarray(res.xyz)).all() and np.isfinite(np.asarray(res.summary.loss_history)).all()
-    alone = _run(xyz[:, :1], valid[:, :1], dataclasses.replace(RefineConfig(), iters=20))
+    alone = _run(xyz[:, :1], valid[:, :1], cfg)
     np.testing.assert_allclose(np.asarray(res.xyz)[:, 0], np.asarray(alone.xyz)[:, 0], atol=2e-5)
+    np.testing.assert_allclose(np.asarray(res.summary.loss_history), np.asarray(alone.summary.loss_history),
+                               rtol=1e-3, atol=1e-7)
 
 
 def test_bad_options_raise_config_errors():

@@ -125,6 +125,17 @@ def pose_spheres(
 def sphere_depth(
     centre: Float[Array, "spheres 3"], radius: Float[Array, "spheres"], points: Float[Array, "n 3"]
 ) -> Float[Array, "n"]:
-    """Penetration depth estimate (metres) of each point in the union of balls: max_s (r_s - |x - c_s|)_+ ."""
-    d = safe_sqrt(jnp.sum((points[:, None, :] - centre[None]) ** 2, axis=-1))
-    return jnp.maximum(jnp.max(radius[None] - d, axis=1), 0.0)
+    """Penetration depth estimate (metres) of each point in the union of balls: max_s (r_s - |x - c_s|)_+ .
+
+    The ball attaining the max is selected without gradient, from squared distances computed as one matrix
+    product (|x|^2 - 2 x.c + |c|^2: BLAS, no [n, S, 3] temporary), then its depth is recomputed exactly and
+    differentiably; the gradient of a max is the gradient of the active branch, so this is the same function and
+    gradient at O(n) backward cost instead of O(n x S).
+    """
+    x = jax.lax.stop_gradient(points)
+    c = jax.lax.stop_gradient(centre)
+    r = jax.lax.stop_gradient(radius)
+    d2 = jnp.sum(x * x, axis=1)[:, None] - 2.0 * (x @ c.T) + jnp.sum(c * c, axis=1)[None]
+    k = jnp.argmax(r[None] - jnp.sqrt(jnp.maximum(d2, 0.0)), axis=1)
+    dist = safe_sqrt(jnp.sum((points - centre[k]) ** 2, axis=-1))
+    return jnp.maximum(radius[k] - dist, 0.0)

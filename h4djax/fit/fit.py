@@ -38,6 +38,33 @@ from h4djax.geometry.rotations import axis_angle_to_matrix, safe_norm
 from h4djax.refine.limbs import LIMBS
 
 GROUPS = ("global_orient", "body_pose", "betas", "transl")
+CORRESPONDENCES = ("regressor", "paper")
+
+
+def model_points(model: BodyModel, out, correspondence: str) -> Float[Array, "... 17 3"]:
+    """The model's COCO-17 points the joint/limb terms compare with the keypoints.
+
+    "paper" (PIPELINE.md 1.5): face points from mesh vertices, body points = SMPL joints. SMPL joints sit inside
+    the body while detected (and triangulated) shoulders, hips and knees are surface landmarks, so this biases the
+    fit by centimetres (measured on synthetic captures: docs/fit_report.md). "regressor" (default): all 17 from the
+    model's COCO keypoint regressor on the posed mesh (sparse path), the points detectors are trained to find.
+    Models without a full COCO-17 regressor (official SMPL files) fall back to "paper".
+    """
+    idx = model_point_index(model, correspondence)
+    pts = jnp.concatenate([out.joints, out.keypoints], axis=-2)
+    return jnp.take(pts, jnp.asarray(idx), axis=-2)
+
+
+def model_point_index(model: BodyModel, correspondence: str) -> tuple[int, ...]:
+    """Static indices into concat([joints, keypoints]) for `model_points` (host side, at trace time)."""
+    from h4djax.body.keypoints import COCO17_NAMES, canonical_keypoint_name
+
+    names = [canonical_keypoint_name(n) for n in model.kpt_names]
+    if correspondence == "regressor" and all(n in names for n in COCO17_NAMES):
+        return tuple(model.num_joints + names.index(n) for n in COCO17_NAMES)
+    if not model.coco_fit_index:
+        coco_fit_points(model, None)  # raises the BodyModelError that names the problem
+    return model.coco_fit_index
 
 
 @dataclass(frozen=True)
@@ -50,6 +77,7 @@ class StageSpec:
     optimizer: str = "adam"
     joints: str = "all"
     use_collision: bool = False
+    correspondence: str = "regressor"
 
     def __post_init__(self):
         bad = [g for g in self.free if g not in GROUPS]
@@ -57,6 +85,8 @@ class StageSpec:
             raise ValueError(f"stage '{self.name}': free groups must be a non-empty subset of {GROUPS}, got {self.free}")
         if self.optimizer not in ("adam", "lbfgs"):
             raise ValueError(f"stage '{self.name}': optimizer must be 'adam' or 'lbfgs', got '{self.optimizer}'")
+        if self.correspondence not in CORRESPONDENCES:
+            raise ValueError(f"stage '{self.name}': correspondence must be one of {CORRESPONDENCES}")
         if self.joints not in ("all", "torso"):
             raise ValueError(f"stage '{self.name}': joints must be 'all' or 'torso', got '{self.joints}'")
 
@@ -102,7 +132,7 @@ def stages_from_config(cfg: FitConfig, collision_available: bool = False
         if use_col and not collision_available:
             raise ValueError(f"stage '{st.name}' has w_collision={st.w_collision} but no collision term was given")
         specs.append(StageSpec(name=st.name, free=tuple(st.free), iters=st.iters, optimizer=st.optimizer,
-                               joints=st.joints, use_collision=use_col))
+                               joints=st.joints, use_collision=use_col, correspondence=cfg.correspondence))
         weights.append(StageWeights(*(jnp.asarray(getattr(st, f), jnp.float32) for f in (
             "w_joint", "w_reg", "w_limb", "w_symm", "w_temporal", "w_beta", "w_collision", "learning_rate"))))
     return tuple(specs), tuple(weights)
@@ -141,7 +171,7 @@ def _terms(model: BodyModel, params: SmplParams, targets: losses.FitTargets, spe
     else:
         out = smpl_joints_keypoints_batch(model, params)  # joints-only path: no 13k-vertex skinning
         col = jnp.zeros((), targets.keypoints.dtype)
-    pts = coco_fit_points(model, out)
+    pts = model_points(model, out, spec.correspondence)
     joint_mask = jnp.zeros((17,), pts.dtype).at[jnp.asarray(TORSO)].set(1.0) if spec.joints == "torso" \
         else jnp.ones((17,), pts.dtype)
     rots = axis_angle_to_matrix(params.full_pose())
@@ -208,7 +238,7 @@ def fit_targets(model: BodyModel, targets: losses.FitTargets, specs: tuple[Stage
     if init is None:
         kp = jnp.swapaxes(targets.keypoints, 0, 1)
         valid = jnp.swapaxes(targets.weight > 0, 0, 1)
-        init = init_params(model, kp, valid)  # frames-major poses, [P, B] betas
+        init = init_params(model, kp, valid, specs[0].correspondence)  # frames-major poses, [P, B] betas
         init = jax.lax.stop_gradient(SmplParams(
             global_orient=jnp.swapaxes(init.global_orient, 0, 1), body_pose=jnp.swapaxes(init.body_pose, 0, 1),
             betas=init.betas, transl=jnp.swapaxes(init.transl, 0, 1)))

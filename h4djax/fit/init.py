@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from h4djax.body.keypoints import coco_fit_points
 from h4djax.body.lbs import rest_joints, smpl_joints_keypoints
 from h4djax.body.model import BodyModel, SmplParams
 from h4djax.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle, safe_norm
@@ -39,16 +38,19 @@ _LEVEL1 = ((1, L_HIP, L_KNEE), (2, R_HIP, R_KNEE), (16, L_SHOULDER, L_ELBOW), (1
 _LEVEL2 = ((4, L_KNEE, L_ANKLE), (5, R_KNEE, R_ANKLE), (18, L_ELBOW, L_WRIST), (19, R_ELBOW, R_WRIST))
 
 
-def _rest_points(model: BodyModel, betas: Float[Array, "betas"]) -> Float[Array, "17 3"]:
+def _rest_points(model: BodyModel, betas: Float[Array, "betas"], correspondence: str) -> Float[Array, "17 3"]:
+    from h4djax.fit.fit import model_points
+
     zero = SmplParams.zeros(num_betas=model.num_betas, dtype=model.dtype)
     out = smpl_joints_keypoints(model, zero.replace(betas=betas))
-    return coco_fit_points(model, out)
+    return model_points(model, out, correspondence)
 
 
 def init_betas(
     model: BodyModel,
     target: Float[Array, "frames 17 3"],
     valid: Bool[Array, "frames 17"],
+    correspondence: str = "regressor",
     iters: int = 5,
     damping: float = 1e-2,
 ) -> Float[Array, "betas"]:
@@ -67,7 +69,7 @@ def init_betas(
     observed = jnp.where(w > 0, observed, 0.0)
 
     def residual(betas):
-        p = _rest_points(model, betas)
+        p = _rest_points(model, betas, correspondence)
         return w * (safe_norm(p[a] - p[b]) - observed)
 
     def step(betas, _):
@@ -121,10 +123,11 @@ def init_pose_one(
     betas: Float[Array, "betas"],
     target: Float[Array, "17 3"],
     valid: Bool[Array, "17"],
+    correspondence: str = "regressor",
 ) -> SmplParams:
     """Global orientation, translation and limb rotations of one person-frame from its COCO-17 keypoints."""
     dtype = model.dtype
-    rest = _rest_points(model, betas)  # rest-pose COCO points, pelvis-relative at zero translation
+    rest = _rest_points(model, betas, correspondence)  # rest-pose COCO points, pelvis-relative at zero translation
     torso = jnp.asarray(TORSO)
     R_go, t = weighted_kabsch(rest[torso], target[torso], valid[torso].astype(dtype))
 
@@ -161,10 +164,12 @@ def init_params(
     model: BodyModel,
     target: Float[Array, "frames people 17 3"],
     valid: Bool[Array, "frames people 17"],
+    correspondence: str = "regressor",
 ) -> SmplParams:
     """Initial SmplParams for one sequence: global_orient/body_pose/transl [F,P,...], betas [P,betas]."""
-    betas = jax.vmap(lambda tg, v: init_betas(model, tg, v), in_axes=(1, 1))(target, valid)  # [P, B]
-    per_frame = jax.vmap(jax.vmap(lambda b, tg, v: init_pose_one(model, b, tg, v), in_axes=(0, 0, 0)),
+    betas = jax.vmap(lambda tg, v: init_betas(model, tg, v, correspondence), in_axes=(1, 1))(target, valid)
+    per_frame = jax.vmap(jax.vmap(lambda b, tg, v: init_pose_one(model, b, tg, v, correspondence),
+                                  in_axes=(0, 0, 0)),
                          in_axes=(None, 0, 0))
     p = per_frame(betas, target, valid)
     return SmplParams(global_orient=p.global_orient, body_pose=p.body_pose, betas=betas, transl=p.transl)
