@@ -130,7 +130,9 @@ def bench_smplx(path, params_np, reps):
         med, ts = _median_time(fn, max(3, reps // 4))
         out[f"smplx/{mode}"] = {"first_call_s": first, "median_s": med, "times_s": ts}
         print(f"{'smplx':16s} {mode:8s} first   {first:7.2f} s   steady {med * 1e3:9.2f} ms", flush=True)
-    return out, f"smplx {smplx.__version__ if hasattr(smplx, '__version__') else ''} torch {torch.__version__}"
+    from importlib.metadata import version
+
+    return out, f"smplx {version('smplx')}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def write_results_section(section: str, path: Path):
@@ -175,6 +177,7 @@ def main(argv=None):
     params_np["betas"] = np.repeat(params_np["betas"].reshape(a.people, a.frames, 10)[:, :1], a.frames, 1).reshape(
         n, 10)
 
+    load_before = os.getloadavg()
     print(f"model {path.name}: {model.num_verts} verts; batch {a.people} x {a.frames} = {n} person-frames", flush=True)
     res = bench_jax(model, params, a.reps)
     ref, ref_note = bench_smplx(path, params_np, a.reps)
@@ -183,6 +186,7 @@ def main(argv=None):
     else:
         print(ref_note)
 
+    load_after = os.getloadavg()
     pfs = {k: n / v["median_s"] for k, v in res.items()}
     ratios = {
         "joints_vs_full_fwd_bwd": res["jax_full/fwd_bwd"]["median_s"] / res["jax_joints/fwd_bwd"]["median_s"],
@@ -211,6 +215,7 @@ def main(argv=None):
         "person_frames_per_s": pfs,
         "ratios": ratios,
         "reference": ref_note,
+        "loadavg_1min_before_after": [load_before[0], load_after[0]],
     }
     if a.quick:
         return summary
@@ -234,7 +239,8 @@ def main(argv=None):
         "",
         "Steady state = median of repeated calls (block_until_ready); JAX compile time measured separately. "
         "fwd+bwd = value and gradient of a scalar loss w.r.t. all SMPL parameters. The machine is shared with "
-        "other jobs, so absolute times are noisy; ratios come from the same run.",
+        f"other jobs (1-min load average {load_before[0]:.1f} before, {load_after[0]:.1f} after this run, on 2 "
+        "cores), so absolute times are noisy and pessimistic; ratios come from the same run.",
         "",
         "| path | median ms | person-frames / s | compile s |",
         "|---|---|---|---|",

@@ -203,6 +203,7 @@ class PersonResult:
     params: dict[str, np.ndarray]
     seconds: float
     closure_evals: int
+    evals_per_epoch: list[int] = field(default_factory=list)
     steps: dict[str, list[int]] = field(default_factory=dict)
     """`LBFGS.step` calls per stage name, one entry per epoch (< iters where ftol stopped the stage)."""
 
@@ -223,8 +224,10 @@ def fit_person(body: SmplxBody, tg: PersonTargets, init: dict[str, np.ndarray], 
     }
     evals = 0
     steps: dict[str, list[int]] = {s.name: [] for s in stages}
+    evals_per_epoch = []
     t0 = time.perf_counter()
     for _ in range(epochs):
+        evals_before = evals
         for stage in stages:
             for g in GROUPS:
                 params[g].requires_grad_(g in stage.free)
@@ -243,23 +246,25 @@ def fit_person(body: SmplxBody, tg: PersonTargets, init: dict[str, np.ndarray], 
             for it in range(stage.iters):
                 loss = opt.step(closure)
                 n += 1
+                cur = float(loss.detach())
                 if it > 0 and pre is not None and ftol > 0:
-                    cur = float(loss)
                     if abs(pre - cur) / max(abs(pre), abs(cur), 1.0) < ftol:
                         break
-                pre = float(loss)
+                pre = cur
             steps[stage.name].append(n)
+        evals_per_epoch.append(evals - evals_before)
     seconds = time.perf_counter() - t0
     out = {g: params[g].detach().numpy().copy() for g in GROUPS}
     out["betas"] = out["betas"][0]
-    return PersonResult(params=out, seconds=seconds, closure_evals=evals, steps=steps)
+    return PersonResult(params=out, seconds=seconds, closure_evals=evals, evals_per_epoch=evals_per_epoch,
+                        steps=steps)
 
 
 def time_closure_eval(body: SmplxBody, tg: PersonTargets, init: dict[str, np.ndarray], stage: RefStage,
                       repeats: int = 3) -> float:
     """Median seconds of one closure evaluation (full forward + backward) of `stage` on this person's frames."""
     dt = body.kpt_rows.dtype
-    params = {g: torch.as_tensor(np.asarray(init[g]), dtype=dt).clone() for g in GROUPS}
+    params = {g: torch.as_tensor(np.asarray(init[g]), dtype=dt).detach().clone() for g in GROUPS}
     params["betas"] = params["betas"].reshape(1, -1)
     for g in GROUPS:
         params[g].requires_grad_(g in stage.free)

@@ -32,7 +32,7 @@ def undistort_cv2(K: np.ndarray, dist: np.ndarray, fisheye: bool, uv: np.ndarray
     if fisheye:
         out = cv2.fisheye.undistortPoints(pts, K, np.asarray(dist[:4], np.float64), criteria=crit)
     else:
-        out = cv2.undistortPointsIter(pts, K, np.asarray(dist, np.float64), None, None, crit)
+        out = cv2.undistortPoints(pts, K, np.asarray(dist, np.float64), R=None, P=None, criteria=crit)
     return out.reshape(-1, 2)
 
 

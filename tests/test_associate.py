@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from h4djax.associate import (
-    Tracker, assign_to_people, associate_frames, associate_sequence, greedy_clusters, oks_np, pairwise_ray_costs,
-    pose_distance, ray_directions, select_tracks,
+    Tracker, assign_to_people, associate_frames, associate_sequence, flip_lr, greedy_clusters, oks_np,
+    pairwise_ray_costs, pose_distance, ray_directions, select_tracks,
 )
 from h4djax.associate.geometry import triangulate_np
 from h4djax.config import DetectConfig
@@ -120,12 +120,30 @@ def test_ray_directions_point_at_the_world_point(rig):
     np.testing.assert_allclose(d, want, atol=1e-7)  # ~1e-4 px: the numpy undistortion's Newton tolerance
 
 
+def test_undistort_normalized_matches_the_geometry_module(rig):
+    from h4djax.geometry.cameras_np import undistort_points_np
+
+    from h4djax.associate.geometry import undistort_normalized
+
+    X = np.random.default_rng(11).uniform([-1, -1, 0.2], [1, 1, 1.8], (50, 3))
+    fish = rig.replace(fisheye=np.array([True, False] * 3),
+                       dist=np.where(np.array([True, False] * 3)[:, None],
+                                     np.array([0.05, -0.01, 0.002, -0.0005, 0, 0, 0, 0]), rig.dist))
+    for cams in (rig, fish):
+        uv, _ = project_np(cams, X)
+        Xc = np.einsum("cij,nj->cni", cams.R, X) + cams.t[:, None]
+        exact = Xc[..., :2] / Xc[..., 2:]
+        np.testing.assert_allclose(undistort_normalized(cams, uv), exact, atol=1e-10)
+        np.testing.assert_allclose(undistort_normalized(cams, uv), undistort_points_np(cams, uv), atol=1e-7)
+
+
 def test_ray_costs_match_least_squares_closest_approach(rig):
     rng = np.random.default_rng(2)
     kp = np.zeros((rig.num_cams, 1, 17, 3))
     kp[..., :2] = rng.uniform([200, 100], [1700, 1000], (rig.num_cams, 1, 17, 2))
     kp[..., 2] = 1.0
-    cost, n = pairwise_ray_costs(rig, kp, min_joints=1, cap=1e9, min_depth=-1e9)
+    rc = pairwise_ray_costs(rig, kp, min_joints=1, cap=1e9, min_depth=-1e9)
+    cost, n = rc.direct, rc.shared
     d = ray_directions(rig, kp[:, 0, :, :2])
     o = camera_centers_np(rig)
     for a, b in [(0, 1), (2, 5), (3, 4)]:
@@ -144,7 +162,7 @@ def test_ray_costs_separate_people(rig):
     rng = np.random.default_rng(3)
     X = np.stack([person((0.0, 0.0), 0.3, rng), person((0.8, 0.2), 1.0, rng)])
     kp = observe(rig, X, rng, noise_px=0.0)
-    cost, _ = pairwise_ray_costs(rig, kp)
+    cost = pairwise_ray_costs(rig, kp).direct
     pairs = list(itertools.permutations(range(rig.num_cams), 2))
     same = np.array([cost[a, p, b, p] for a, b in pairs for p in range(2)])
     diff = np.array([cost[a, 0, b, 1] for a, b in pairs])
@@ -170,10 +188,32 @@ def test_ray_costs_veto_rays_meeting_behind_a_camera():
         for i, P in enumerate((X, behind)):
             Xc = P @ R.T + t
             kp[c, i, :, :2] = Xc[:, :2] / Xc[:, 2:3] * 1000 + np.array([960, 540])
-    cost, _ = pairwise_ray_costs(cams, kp, cap=1.0)
+    cost = pairwise_ray_costs(cams, kp, cap=1.0).direct
     assert cost[0, 0, 1, 0] < 1e-9  # the real point
     assert cost[0, 1, 1, 1] == pytest.approx(1.0)  # rays meet behind camera b
-    assert pairwise_ray_costs(cams, kp, min_depth=-np.inf)[0][0, 1, 1, 1] < 1e-9
+    assert pairwise_ray_costs(cams, kp, min_depth=-np.inf).direct[0, 1, 1, 1] < 1e-9
+
+
+def test_left_right_swaps_are_forgiven_and_reoriented(rig):
+    from h4djax.associate import orient_clusters
+
+    rng = np.random.default_rng(12)
+    X = person((0.1, 0.2), 0.7, rng)[None]
+    kp = observe(rig, X, rng, noise_px=1.0)  # [C, 1, 17, 3]
+    swapped_views = [1, 4]
+    kp[swapped_views] = flip_lr(kp[swapped_views])
+    rc = pairwise_ray_costs(rig, kp)
+    assert rc.direct[0, 0, 1, 0] > 0.05 and rc.flipped[0, 0, 1, 0] < 0.02 and rc.cost[0, 0, 1, 0] < 0.02
+    assert rc.direct[1, 0, 4, 0] < 0.02  # two swapped views agree with each other
+    labels = np.zeros((rig.num_cams, 1), np.int64)
+    flips = orient_clusters(labels, rc.direct, rc.flipped)
+    assert np.flatnonzero(flips[:, 0]).tolist() == swapped_views  # the minority is re-labelled
+    # Whole frames: the association re-labels the swapped views, the triangulation is then exact.
+    fc = associate_frames(rig, kp[None], DetectConfig())
+    assert np.flatnonzero(fc.swapped[0, :, 0]).tolist() == swapped_views
+    s = fc.labels[0, 0, 0]
+    np.testing.assert_allclose(fc.xyz[0, s], X[0], atol=0.01)
+    np.testing.assert_allclose(fc.keypoints[0, swapped_views, 0], flip_lr(kp[swapped_views, 0]))
 
 
 def test_triangulate_np_exact_and_rejects_one_outlier_view(rig):
@@ -223,7 +263,7 @@ def test_greedy_clusters_group_shuffled_people_and_leave_spurious_alone(rig):
         j = np.flatnonzero(truth[c] < 0)[0]
         kp[c, j, :, :2] = rng.uniform(100, 900) + rng.uniform(-80, 80, (17, 2)) * [1, 3]
         kp[c, j, :, 2] = 0.8
-    cost, _ = pairwise_ray_costs(rig, kp)
+    cost = pairwise_ray_costs(rig, kp).cost
     present = kp[..., 2].max(-1) > 0
     labels = greedy_clusters(cost, present, 0.15)
     sizes = np.bincount(labels[labels >= 0])
@@ -241,7 +281,7 @@ def test_greedy_clusters_respect_hints(rig):
     rng = np.random.default_rng(7)
     X = np.stack([person((0.0, 0.0), 0.0, rng), person((0.05, 0.02), 0.1, rng)])  # two bodies almost coincide
     kp = observe(rig, X, rng, noise_px=0.5)
-    cost, _ = pairwise_ray_costs(rig, kp)
+    cost = pairwise_ray_costs(rig, kp).cost
     hints = np.tile(np.array([7, 9]), (rig.num_cams, 1))
     labels = greedy_clusters(cost, np.ones((rig.num_cams, 2), bool), 0.15, hints=hints)
     # Detections from different tracks never share a cluster; each track's detections form one cluster.
@@ -327,6 +367,17 @@ def test_tracker_gate_new_tracks_expiry_and_merge():
     assert [k.id for k in tr.tracks if k.alive] == [2]
 
 
+def test_tracker_keeps_sides_when_a_whole_person_comes_swapped():
+    tr = Tracker(fps=30.0)
+    v = np.ones((1, 17), bool)
+    X = person((0, 0), 0.3)[None]
+    tr.update(0, X, v, np.array([4]))
+    assert not tr.last_flipped.any()
+    ids = tr.update(1, flip_lr(X + 0.01), v, np.array([4]))
+    assert ids.tolist() == [0] and tr.last_flipped.tolist() == [True]
+    np.testing.assert_allclose(tr.tracks[0].xyz, X[0] + 0.01)  # stored with the track's own sides
+
+
 def test_select_tracks_by_persistence():
     tr = Tracker(fps=30.0)
     v = np.ones((3, 17), bool)
@@ -370,13 +421,18 @@ def sequence(rig):
                 if bg[i, :, 2].max() > 0:
                     k[c, j] = bg[i]
                     tr[c, j] = 3
+        if f > 0:  # the keypoint model swaps left and right in about one detection in five
+            swap = rng.uniform(size=tr.shape) < 0.2
+            k[swap] = flip_lr(k[swap])
+            tr = np.where(swap & (tr >= 0), tr + 100, tr)  # remembered as id + 100
         kps.append(k)
         truths.append(tr)
     return np.stack(kps), np.stack(truths), 30.0
 
 
 def _identity_map(out_kp, det_kp, truth):
-    """For each output person, the set of true ids of the detections placed on it (matched by exact keypoints)."""
+    """For each output person, the set of true ids of the detections placed on it, matched by exact keypoints.
+    Truth ids >= 100 mark detections given with left and right swapped: the output must hold them swapped back."""
     F, C, P = out_kp.shape[:3]
     seen = {p: set() for p in range(P)}
     frames = {p: set() for p in range(P)}
@@ -386,10 +442,17 @@ def _identity_map(out_kp, det_kp, truth):
                 k = out_kp[f, c, p]
                 if k[:, 2].max() == 0:
                     continue
-                d = np.abs(det_kp[f, c, :, :, :2] - k[None, :, :2]).max((1, 2))
-                j = int(np.argmin(d))
-                assert d[j] < 1e-3  # output keypoints are input detections, untouched
-                seen[p].add(int(truth[f, c, j]))
+                d = np.abs(det_kp[f, c, :, :17, :2] - k[None, :17, :2]).max((1, 2))
+                d_swap = np.abs(flip_lr(det_kp[f, c, :, :17])[..., :2] - k[None, :17, :2]).max((1, 2))
+                j = int(np.argmin(np.minimum(d, d_swap)))
+                assert min(d[j], d_swap[j]) < 1e-3  # output keypoints are input detections (maybe re-labelled)
+                true = int(truth[f, c, j])
+                if true >= 100:  # given swapped: must come out swapped back
+                    assert d_swap[j] < 1e-3, (f, c, p)
+                    true -= 100
+                elif true >= 0:
+                    assert d[j] < 1e-3, (f, c, p)
+                seen[p].add(true)
                 frames[p].add(f)
     return seen, frames
 
@@ -429,6 +492,12 @@ def test_sequence_with_a_view_missing_and_more_joints(rig, sequence):
     assert res.keypoints.shape[3] == 25
     seen, frames = _identity_map(res.keypoints[..., :17, :], kp, truth)
     assert sorted(next(iter(s)) for s in seen.values()) == [0, 1] and all(len(s) == 1 for s in seen.values())
-    np.testing.assert_array_equal(res.keypoints[..., 17:, :], res.keypoints[..., :8, :])
+    # All 25 keypoints of each detection were carried along; re-labelled detections were swapped with
+    # flip_permutation(25), which also exchanges BODY_25B's feet (19-21 <-> 22-24).
+    for f, c, p in zip(*np.nonzero(res.keypoints[..., 2].max(-1) > 0)):
+        out = res.keypoints[f, c, p]
+        cands = [extra[f, c, j] for j in range(extra.shape[2])] + [flip_lr(extra[f, c, j])
+                                                                  for j in range(extra.shape[2])]
+        assert min(np.abs(out - x).max() for x in cands) < 1e-4
     assert (res.keypoints[3:8, 2, :, :, 2] == 0).all()
     assert (res.n_views[3:8] == rig.num_cams - 1).all()

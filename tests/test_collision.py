@@ -352,3 +352,9 @@ def test_sphere_method_loss_and_gradient():
     exact_loss = 2 * float(jnp.sum(ex)) / 4
     assert 0.4 * exact_loss < float(val) <= exact_loss
     assert pair_depths(near, mesh, s).shape == (2, 2, v.shape[0])
+    # a body model (v_template + faces) is accepted directly, as the pipeline passes it
+    from types import SimpleNamespace
+
+    same = fit_sphere_proxy(SimpleNamespace(v_template=v, faces=ICO_F), n_spheres=16, grid_size=12)
+    np.testing.assert_array_equal(np.asarray(same.radius), np.asarray(proxy.radius))
+    np.testing.assert_array_equal(np.asarray(same.anchor_ids), np.asarray(proxy.anchor_ids))

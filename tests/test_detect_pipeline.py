@@ -240,8 +240,13 @@ def test_real_video_two_people_consistent_ids_and_cache(real_capture, monkeypatc
     got = ensure_keypoints(cap, cfg, progress=False, frames=(0, 3))
     assert got.associated and got.fps == 60.0 and got.joint_set == "coco17"
     np.testing.assert_array_equal(got.keypoints, kp)
-    # Read back as a capture directory (what `h4d fit` does after detection).
-    assert read_capture(real_capture).keypoints.shape == kp.shape
+    # Read back as a capture directory (what `h4d fit` does): the file is re-validated against the settings.
+    again = read_capture(real_capture)
+    assert again.keypoints.shape == kp.shape
+    np.testing.assert_array_equal(ensure_keypoints(again, cfg, progress=False, frames=(0, 3)).keypoints, kp)
+    changed = Config(detect=dataclasses.replace(cfg.detect, assoc_max_dist=0.2))
+    with pytest.raises(AssertionError, match="cache should have been used"):  # i.e. the front end would run again
+        ensure_keypoints(again, changed, progress=False, frames=(0, 3))
 
 
 def test_foreign_keypoints_file_is_never_overwritten(tmp_path):

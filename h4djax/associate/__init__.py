@@ -5,22 +5,26 @@ Public API:
 - ``associate_sequence(cams, keypoints, cfg, fps=...) -> Association`` (unassociated detections f[frames, cams, dets,
   kpts, 3] -> ``Association.keypoints`` f32[frames, cams, people, kpts, 3] with consistent identities);
 - ``associate_frames`` (per-frame clustering -> ``FrameClusters``), ``finish_association``, ``make_tracker``;
-- geometry: ``pairwise_ray_costs`` (ray-to-ray distances, metres), ``ray_directions``, ``oks_np``;
-- clustering: ``greedy_clusters``, ``assign_to_people``; tracking: ``Tracker``, ``Track``, ``select_tracks``,
-  ``pose_distance``.
+- geometry: ``pairwise_ray_costs`` (ray-to-ray distances, metres) -> ``RayCosts``, ``ray_directions``,
+  ``undistort_normalized``, ``triangulate_np``, ``oks_np``, ``flip_lr``;
+- clustering: ``greedy_clusters``, ``orient_clusters``, ``assign_to_people``;
+- tracking: ``Tracker``, ``Track``, ``select_tracks``, ``pose_distance``, ``swap_people``.
 Settings are the association fields of ``h4djax.config.DetectConfig``.
 """
 
 from h4djax.associate.associate import (
     Association, FrameClusters, associate_frames, associate_sequence, finish_association, gather_people,
-    make_tracker, triangulate_people,
+    make_tracker, swap_people, triangulate_people,
 )
-from h4djax.associate.cluster import assign_to_people, greedy_clusters
-from h4djax.associate.geometry import oks_np, pairwise_ray_costs, ray_directions
+from h4djax.associate.cluster import assign_to_people, greedy_clusters, orient_clusters
+from h4djax.associate.geometry import (
+    RayCosts, flip_lr, oks_np, pairwise_ray_costs, ray_directions, triangulate_np, undistort_normalized,
+)
 from h4djax.associate.track import Track, Tracker, pose_distance, select_tracks
 
 __all__ = [
-    "Association", "FrameClusters", "Track", "Tracker", "assign_to_people", "associate_frames", "associate_sequence",
-    "finish_association", "gather_people", "greedy_clusters", "make_tracker", "oks_np", "pairwise_ray_costs",
-    "pose_distance", "ray_directions", "select_tracks", "triangulate_people",
+    "Association", "FrameClusters", "RayCosts", "Track", "Tracker", "assign_to_people", "associate_frames",
+    "associate_sequence", "finish_association", "flip_lr", "gather_people", "greedy_clusters", "make_tracker",
+    "oks_np", "orient_clusters", "pairwise_ray_costs", "pose_distance", "ray_directions", "select_tracks",
+    "swap_people", "triangulate_np", "triangulate_people", "undistort_normalized",
 ]

@@ -7,8 +7,10 @@ Per frame (``associate_frames``, batched over frames where it can be):
 
 1. 2D filtering of every view with the project's filter (``h4djax.triangulate.filter_with_config``: too few
    keypoints, OKS duplicates; PIPELINE.md 1.2).
-2. Pairwise ray-to-ray costs between the detections of different views (``geometry.pairwise_ray_costs``, metres)
-   and greedy multi-view clustering, one detection per view per cluster (``cluster.greedy_clusters``).
+2. Pairwise ray-to-ray costs between the detections of different views (``geometry.pairwise_ray_costs``, metres;
+   left/right-swapped detections forgiven) and greedy multi-view clustering, one detection per view per cluster
+   (``cluster.greedy_clusters``); within each cluster, views whose left and right are swapped relative to the
+   others are re-labelled (``cluster.orient_clusters``).
 3. Clusters seen in >= ``min_views`` views are triangulated (``geometry.triangulate_np``: a host DLT with one
    round of outlier removal, vectorized over frames, people and joints), projected into every view, and each
    view's detections are re-assigned to the projected people by a Hungarian assignment on OKS
@@ -31,8 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
-from h4djax.associate.cluster import assign_to_people, greedy_clusters
-from h4djax.associate.geometry import NUM_BODY, oks_np, pairwise_ray_costs, ray_directions, triangulate_np
+from h4djax.associate.cluster import assign_to_people, greedy_clusters, orient_clusters
+from h4djax.associate.geometry import (
+    NUM_BODY, flip_lr, oks_np, pairwise_ray_costs, ray_directions, triangulate_np,
+)
 from h4djax.associate.track import Tracker, select_tracks
 from h4djax.config import DetectConfig, FilterConfig
 from h4djax.errors import CaptureError
@@ -40,7 +44,7 @@ from h4djax.geometry.cameras import Cameras, to_numpy
 from h4djax.geometry.cameras_np import project_np
 
 __all__ = ["FrameClusters", "Association", "associate_frames", "associate_sequence", "finish_association",
-           "gather_people", "triangulate_people", "make_tracker"]
+           "gather_people", "triangulate_people", "make_tracker", "swap_people"]
 
 #: Score added to a detection's OKS for the cluster it was built in, so that the re-assignment only moves a
 #: detection when another person's projection fits it clearly better.
@@ -56,7 +60,9 @@ class FrameClusters:
     valid:   b[frames, slots, 17]
     n_views: i[frames, slots]        views in the person's cluster (0 = empty slot).
     hints:   i[frames, slots]        track id most of the person's detections came from (-1: none).
-    keypoints: f[frames, cams, dets, kpts, 3] the filtered detections (dropped poses have confidence 0).
+    keypoints: f[frames, cams, dets, kpts, 3] the filtered detections (dropped poses have confidence 0), with
+               left and right swapped where that makes a detection agree with its person (``swapped``).
+    swapped:   b[frames, cams, dets] detections whose left/right labels were swapped.
     """
 
     labels: np.ndarray
@@ -65,6 +71,7 @@ class FrameClusters:
     n_views: np.ndarray
     hints: np.ndarray
     keypoints: np.ndarray
+    swapped: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -161,15 +168,17 @@ def associate_frames(
 
     # --- step 2: greedy clustering on ray costs (combinatorial, per frame) -----------------------------------
     labels0 = -np.ones((F, C, D), np.int64)
+    flip0 = np.zeros((F, C, D), bool)
     ok = (kp[..., :NUM_BODY, 2] > cfg.assoc_conf) & np.isfinite(kp[..., :NUM_BODY, :]).all(-1)
     uv = np.where(ok[..., None], np.nan_to_num(kp[..., :NUM_BODY, :2]), 0.0)
     dirs = np.moveaxis(ray_directions(cams, np.moveaxis(uv, 1, 0)), 0, 1)  # [F, C, D, 17, 3], one undistortion
     for f in range(F):
         if not present[f].any():
             continue
-        cost, _ = pairwise_ray_costs(cams, kp[f], conf=cfg.assoc_conf, min_joints=cfg.assoc_min_joints,
-                                     directions=dirs[f])
-        lab = greedy_clusters(cost, present[f], cfg.assoc_max_dist, hints=hints[f])
+        rc = pairwise_ray_costs(cams, kp[f], conf=cfg.assoc_conf, min_joints=cfg.assoc_min_joints,
+                                directions=dirs[f])
+        lab = greedy_clusters(rc.cost, present[f], cfg.assoc_max_dist, hints=hints[f])
+        flip0[f] = orient_clusters(lab, rc.direct, rc.flipped)
         # Keep clusters with enough views; relabel 0..n-1 (greedy_clusters sorts them by size).
         sizes = np.bincount(lab[lab >= 0], minlength=1)
         good = np.flatnonzero(sizes >= cfg.min_views)
@@ -179,13 +188,18 @@ def associate_frames(
     slots = _pad_size(int(labels0.max()) + 1 if (labels0 >= 0).any() else 0)
 
     # --- step 3: triangulate, re-assign each view's detections to the projected people, triangulate again -----
-    xyz, valid = triangulate_people(cams, gather_people(kp, labels0, slots), cfg)
+    kp_flip = flip_lr(kp)
+    xyz, valid = triangulate_people(cams, gather_people(np.where(flip0[..., None, None], kp_flip, kp), labels0,
+                                                        slots), cfg)
     uv, front = project_np(cams, xyz)  # [C, F, S, 17, 2]
     uv = np.moveaxis(uv, 0, 1)  # [F, C, S, 17, 2]
     proj = np.concatenate([uv, np.ones(uv.shape[:-1] + (1,))], -1)  # as keypoints with confidence 1
     pvalid = valid[:, None] & np.moveaxis(front, 0, 1)  # [F, C, S, 17]
-    oks = oks_np(proj[:, :, :, None], kp[:, :, None, :, :NUM_BODY], conf=cfg.assoc_conf,
-                 valid_a=pvalid[:, :, :, None], valid_b=None)  # [F, C, S, D]
+    oks_direct, oks_swapped = (
+        oks_np(proj[:, :, :, None], k[:, :, None, :, :NUM_BODY], conf=cfg.assoc_conf,
+               valid_a=pvalid[:, :, :, None], valid_b=None) for k in (kp, kp_flip))  # [F, C, S, D] each
+    swap = oks_swapped > oks_direct  # the detection fits the person better with left and right swapped
+    oks = np.maximum(oks_direct, oks_swapped)
     has_people = (valid.sum(-1) >= cfg.assoc_min_joints)  # [F, S]
     oks = np.where(has_people[:, None, :, None] & present[:, :, None, :], oks, -np.inf)
     labels = -np.ones((F, C, D), np.int64)
@@ -201,6 +215,8 @@ def associate_frames(
     drop = np.take_along_axis(dissolve, np.maximum(labels, 0).reshape(F, -1), 1).reshape(labels.shape)
     labels = np.where((labels >= 0) & ~drop, labels, -1)
     n_views = np.where(dissolve, 0, n_views)
+    swapped = (labels >= 0) & np.take_along_axis(swap, np.maximum(labels, 0)[:, :, None], 2)[:, :, 0]
+    kp = np.where(swapped[..., None, None], kp_flip, kp)  # detections re-labelled to agree with their person
     xyz, valid = triangulate_people(cams, gather_people(kp, labels, slots), cfg)
     valid &= (n_views >= cfg.min_views)[..., None]
     # Majority hint of each person.
@@ -211,7 +227,8 @@ def associate_frames(
         if h.size:
             vals, counts = np.unique(h, return_counts=True)
             person_hint[f, s] = vals[np.argmax(counts)]
-    return FrameClusters(labels=labels, xyz=xyz, valid=valid, n_views=n_views, hints=person_hint, keypoints=kp)
+    return FrameClusters(labels=labels, xyz=xyz, valid=valid, n_views=n_views, hints=person_hint, keypoints=kp,
+                         swapped=swapped)
 
 
 def make_tracker(cfg: DetectConfig, fps: float) -> Tracker:
@@ -241,7 +258,24 @@ def associate_sequence(
     ids = -np.ones(fc.n_views.shape, np.int64)  # [F, S] track id of each person slot
     for f in range(F):  # tracking is sequential by nature
         ids[f] = tracker.update(f, fc.xyz[f], fc.valid[f], fc.n_views[f], fc.hints[f])
+        swap_people(fc.keypoints[f], fc.labels[f], fc.xyz[f], fc.valid[f], tracker.last_flipped)
     return finish_association(fc.keypoints, fc.labels, ids, fc.xyz, fc.valid, tracker, cfg)
+
+
+def swap_people(
+    keypoints: Float[np.ndarray, "cams dets kpts 3"],
+    labels: Int[np.ndarray, "cams dets"],
+    xyz: Float[np.ndarray, "slots 17 3"],
+    valid: Bool[np.ndarray, "slots 17"],
+    which: Bool[np.ndarray, " slots"],
+) -> None:
+    """In place: swap left and right of the people ``which`` (their detections and 3D keypoints), as decided by
+    ``Tracker.update`` (``last_flipped``) to keep each track's sides consistent over time."""
+    for s in np.flatnonzero(which):
+        m = labels == s
+        keypoints[m] = flip_lr(keypoints[m])
+        xyz[s] = flip_lr(xyz[s])
+        valid[s] = flip_lr(valid[s][:, None])[:, 0]
 
 
 def finish_association(

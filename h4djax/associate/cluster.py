@@ -23,7 +23,7 @@ import numpy as np
 from jaxtyping import Float, Int
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["greedy_clusters", "assign_to_people"]
+__all__ = ["greedy_clusters", "orient_clusters", "assign_to_people"]
 
 
 def greedy_clusters(
@@ -87,6 +87,63 @@ def greedy_clusters(
     out = -np.ones(N, np.int64)
     for k, r in enumerate(roots):
         out[members[r]] = k
+    return out.reshape(C, D)
+
+
+def _orient_one(A: np.ndarray, B: np.ndarray, max_exhaustive: int) -> np.ndarray:
+    """Left/right orientation s (True = swap) of V detections minimizing sum_{i<j} (A_ij if s_i == s_j else B_ij)."""
+    V = A.shape[0]
+    iu = np.triu_indices(V, 1)
+    if V <= max_exhaustive:
+        combos = ((np.arange(2 ** (V - 1))[:, None] >> np.arange(V - 1)[None]) & 1).astype(bool)
+        S = np.concatenate([np.zeros((len(combos), 1), bool), combos], 1)  # member 0 is the reference
+        same = S[:, iu[0]] == S[:, iu[1]]
+        total = np.where(same, A[iu], B[iu]).sum(1)
+        s = S[int(np.argmin(total))]
+    else:  # greedy: orient the member closest to the oriented set next
+        s = np.zeros(V, bool)
+        done = [0]
+        todo = list(range(1, V))
+        while todo:
+            best = None
+            for i in todo:
+                keep = sum(A[i, j] if not s[j] else B[i, j] for j in done)
+                swap = sum(B[i, j] if not s[j] else A[i, j] for j in done)
+                cand = (min(keep, swap), i, swap < keep)
+                best = cand if best is None or cand[0] < best[0] else best
+            s[best[1]] = best[2]
+            done.append(best[1])
+            todo.remove(best[1])
+    # Both global orientations cost the same: keep the detector's labels in the majority of views.
+    return ~s if s.sum() * 2 > V else s
+
+
+def orient_clusters(
+    labels: Int[np.ndarray, "cams dets"],
+    direct: Float[np.ndarray, "cams dets cams dets"],
+    flipped: Float[np.ndarray, "cams dets cams dets"],
+    *,
+    max_exhaustive: int = 12,
+) -> np.ndarray:
+    """Which detections to swap left/right (b[cams, dets]) so that each cluster's views agree.
+
+    Per cluster, the orientation of each member minimizing the summed pairwise ray costs (``direct`` where two
+    members keep the same orientation, ``flipped`` otherwise; non-comparable pairs count 0): exhaustive up to
+    ``max_exhaustive`` views (2^(V-1) assignments), greedy beyond. Of the two equivalent global orientations, the
+    one that swaps fewer views wins, so identities keep the detector's labels where most views agree with it.
+    """
+    C, D = labels.shape
+    out = np.zeros(C * D, bool)
+    lab = labels.reshape(-1)
+    A = np.asarray(direct, np.float64).reshape(C * D, C * D)
+    B = np.asarray(flipped, np.float64).reshape(C * D, C * D)
+    for k in np.unique(lab[lab >= 0]):
+        m = np.flatnonzero(lab == k)
+        if len(m) < 2:
+            continue
+        a, b = A[np.ix_(m, m)], B[np.ix_(m, m)]
+        a, b = np.where(np.isfinite(a), a, 0.0), np.where(np.isfinite(b), b, 0.0)
+        out[m] = _orient_one(a, b, max_exhaustive)
     return out.reshape(C, D)
 
 

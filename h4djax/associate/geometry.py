@@ -16,6 +16,8 @@ the projection of a triangulated person, is the EgoHumans/pycocotools formula of
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 from jaxtyping import Bool, Float
@@ -24,10 +26,13 @@ from h4djax.geometry.cameras import Cameras
 from h4djax.geometry.cameras_np import camera_centers_np
 from h4djax.triangulate.filter import COCO_SIGMAS
 
-__all__ = ["undistort_normalized", "ray_directions", "pairwise_ray_costs", "triangulate_np", "oks_np", "NUM_BODY"]
+__all__ = ["FLIP_COCO17", "NUM_BODY", "RayCosts", "flip_lr", "flip_permutation", "oks_np", "pairwise_ray_costs",
+           "ray_directions", "triangulate_np", "undistort_normalized"]
 
 #: Association and tracking use the 17 COCO body keypoints (the first 17 of every joint set we read).
 NUM_BODY = 17
+#: COCO-17 with left and right swapped (nose, r/l eye, r/l ear, r/l shoulder, ...).
+FLIP_COCO17 = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
 
 
 #: cv2's iterative undistortion: converged to machine precision on realistic calibrations (tests compare it with
@@ -93,6 +98,22 @@ def _line_distances(o_a, d_a, o_b, d_b):
     return (np.where(par, dist_par, dist_skew), np.where(par, np.inf, s), np.where(par, np.inf, u))
 
 
+class RayCosts(NamedTuple):
+    """Pairwise cross-view affinities (``pairwise_ray_costs``), all f[cams, dets, cams, dets], symmetric, inf within
+    a view and for non-comparable pairs.
+
+    cost:    min(direct, flipped): the affinity used for clustering (left/right labelling errors forgiven).
+    direct:  mean ray distance (m) with the keypoints as labelled.
+    flipped: the same with one of the two detections' left/right keypoints swapped (``flip_lr``).
+    shared:  number of keypoints valid in both detections.
+    """
+
+    cost: np.ndarray
+    direct: np.ndarray
+    flipped: np.ndarray
+    shared: np.ndarray
+
+
 def pairwise_ray_costs(
     cams: Cameras,
     keypoints: Float[np.ndarray, "cams dets kpts 3"],
@@ -101,10 +122,16 @@ def pairwise_ray_costs(
     min_joints: int = 5,
     cap: float = 1.0,
     min_depth: float = 0.1,
+    flips: bool = True,
     directions: Float[np.ndarray, "cams dets kpts 3"] | None = None,
-) -> tuple[Float[np.ndarray, "cams dets cams dets"], Float[np.ndarray, "cams dets cams dets"]]:
+) -> RayCosts:
     """Affinity of every pair of detections in different views: the mean ray-to-ray distance over their shared
     COCO-17 keypoints (metres).
+
+    Single-view keypoint models regularly swap a person's left and right (BlazePose on the Pose2Sim demo does so in
+    whole views when the person faces the camera), so the cost is also computed with one detection's sides swapped
+    and the smaller one is the affinity (``flips``); ``h4djax.associate.associate_frames`` then re-labels the
+    swapped views of each cluster consistently.
 
     Args:
         cams: the rig (host or JAX leaves).
@@ -114,10 +141,8 @@ def pairwise_ray_costs(
         min_joints: pairs sharing fewer keypoints get an infinite cost (not comparable).
         cap: per-keypoint distances are clipped to ``cap`` metres (one wild keypoint cannot dominate the mean), and
             a keypoint whose rays meet less than ``min_depth`` metres in front of either camera counts as ``cap``.
+        flips: also consider left/right-swapped pairs (False: ``cost == direct``).
         directions: precomputed ``ray_directions`` of the keypoints (callers batch the undistortion over frames).
-    Returns:
-        cost f[cams, dets, cams, dets] (inf within one view and for non-comparable pairs; symmetric) and the number
-        of shared keypoints f[cams, dets, cams, dets].
     """
     kp = np.asarray(keypoints, np.float64)[..., :NUM_BODY, :]
     C, D, J, _ = kp.shape
@@ -126,16 +151,40 @@ def pairwise_ray_costs(
         directions = ray_directions(cams, np.where(ok[..., None], np.nan_to_num(kp[..., :2]), 0.0))
     d = np.asarray(directions, np.float64)[:, :, :J]  # [C, D, J, 3]
     o = camera_centers_np(cams)  # [C, 3]
-    # Broadcast to [C, D, C, D, J, 3]: pair (c1, i) x (c2, j).
-    dist, s, u = _line_distances(o[:, None, None, None, None, :], d[:, :, None, None],
-                                 o[None, None, :, None, None, :], d[None, None])
-    per = np.where((s > min_depth) & (u > min_depth), np.minimum(dist, cap), cap)
-    both = ok[:, :, None, None, :] & ok[None, None, :, :, :]  # [C, D, C, D, J]
-    n = both.sum(-1).astype(np.float64)
-    mean = np.where(both, per, 0.0).sum(-1) / np.maximum(n, 1.0)
     same_view = np.eye(C, dtype=bool)[:, None, :, None]
-    cost = np.where((n >= max(min_joints, 1)) & ~same_view, mean, np.inf)
-    return cost, n
+
+    def costs(d_b, ok_b):
+        # Broadcast to [C, D, C, D, J, 3]: pair (c1, i) x (c2, j).
+        dist, s, u = _line_distances(o[:, None, None, None, None, :], d[:, :, None, None],
+                                     o[None, None, :, None, None, :], d_b[None, None])
+        per = np.where((s > min_depth) & (u > min_depth), np.minimum(dist, cap), cap)
+        both = ok[:, :, None, None, :] & ok_b[None, None, :, :, :]  # [C, D, C, D, J]
+        n = both.sum(-1).astype(np.float64)
+        mean = np.where(both, per, 0.0).sum(-1) / np.maximum(n, 1.0)
+        return np.where((n >= max(min_joints, 1)) & ~same_view, mean, np.inf), n
+
+    direct, n = costs(d, ok)
+    if not flips:
+        return RayCosts(cost=direct, direct=direct, flipped=np.full_like(direct, np.inf), shared=n)
+    perm = FLIP_COCO17[:J]
+    flipped, _ = costs(d[:, :, perm], ok[:, :, perm])
+    return RayCosts(cost=np.minimum(direct, flipped), direct=direct, flipped=flipped, shared=n)
+
+
+def flip_permutation(num_kpts: int) -> np.ndarray:
+    """Keypoint permutation that swaps left and right: COCO-17 first; for 25 keypoints also BODY_25B's feet
+    (19-21 left big toe / small toe / heel <-> 22-24 right); other extra keypoints stay."""
+    perm = np.arange(num_kpts)
+    perm[:NUM_BODY] = FLIP_COCO17
+    if num_kpts == 25:
+        perm[19:25] = [22, 23, 24, 19, 20, 21]
+    return perm
+
+
+def flip_lr(keypoints: Float[np.ndarray, "*batch kpts d"]) -> Float[np.ndarray, "*batch kpts d"]:
+    """Swap the left and right keypoints of poses (2D detections or 3D keypoints) along the keypoint axis."""
+    keypoints = np.asarray(keypoints)
+    return keypoints[..., flip_permutation(keypoints.shape[-2]), :]
 
 
 def triangulate_np(

@@ -3,7 +3,9 @@
 Each frame's people (clusters of detections, triangulated) are matched to the live tracks with a Hungarian
 assignment on the mean 3D distance over the COCO-17 keypoints valid in both (the centroid distance when they share
 fewer than 3), gated by ``max_dist + max_speed x elapsed time``: a person walking at 2 m/s moves 3 cm between two
-frames at 60 fps, so the gate only widens for tracks that missed frames. A cluster built from ROIs projected from
+frames at 60 fps, so the gate only widens for tracks that missed frames. The distance is also taken with the
+person's left and right swapped: when that matches better (every view swapped sides since the last frame), the
+person's detections are re-labelled, so a track's left arm stays its left arm. A cluster built from ROIs projected from
 track k (its "hint") costs half as much to match to track k, so identities carried by the ROIs are kept unless the
 3D disagrees. Unmatched people seen in >= ``min_views`` views start new tracks; a track unseen for more than
 ``max_missing`` frames ends (a person re-entering later gets a new ID: there is no appearance model). Two tracks whose
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from jaxtyping import Bool, Float, Int
 from scipy.optimize import linear_sum_assignment
+
+from h4djax.associate.geometry import flip_lr
 
 __all__ = ["Track", "Tracker", "pose_distance", "select_tracks"]
 
@@ -77,6 +81,7 @@ class Tracker:
         self.min_views, self.min_joints, self.merge_dist = min_views, min_joints, merge_dist
         self.hint_factor = hint_factor
         self.tracks: list[Track] = []
+        self.last_flipped = np.zeros(0, bool)
         self._next = 0
 
     def live(self, t: int) -> list[Track]:
@@ -92,9 +97,10 @@ class Tracker:
         hints: Int[np.ndarray, " people"] | None = None,
     ) -> Int[np.ndarray, " people"]:
         """Match frame t's people to tracks; returns the track id of each person (-1: not tracked, i.e. seen in too
-        few views or with too few valid keypoints to start a track)."""
-        xyz = np.asarray(xyz, np.float64).reshape(-1, np.shape(valid)[-1], 3)
-        valid = np.asarray(valid, bool).reshape(xyz.shape[:2])
+        few views or with too few valid keypoints to start a track). ``last_flipped`` b[people] then says which
+        people matched their track with left and right swapped: the caller swaps their detections too."""
+        xyz = np.array(xyz, np.float64).reshape(-1, np.shape(valid)[-1], 3)
+        valid = np.array(valid, bool).reshape(xyz.shape[:2])
         n_views = np.asarray(n_views).reshape(-1)
         P = xyz.shape[0]
         hints = -np.ones(P, np.int64) if hints is None else np.asarray(hints).reshape(-1)
@@ -103,9 +109,15 @@ class Tracker:
                 k.alive = False
         usable = (n_views >= self.min_views) & (valid.sum(1) >= self.min_joints)
         ids = -np.ones(P, np.int64)
+        self.last_flipped = np.zeros(P, bool)
         live = [k for k in self.tracks if k.alive]
         if live and usable.any():
-            cost = pose_distance(xyz, valid, np.stack([k.xyz for k in live]), np.stack([k.valid for k in live]))
+            tx, tv = np.stack([k.xyz for k in live]), np.stack([k.valid for k in live])
+            direct = pose_distance(xyz, valid, tx, tv)
+            # A person whose views all swapped left and right since the last frame matches flipped.
+            swapped = pose_distance(flip_lr(xyz), flip_lr(valid[..., None])[..., 0], tx, tv)
+            flip = swapped < direct
+            cost = np.minimum(direct, swapped)
             gap = np.array([t - k.last for k in live], np.float64)
             gate = self.max_dist + self.max_speed * np.maximum(gap - 1.0, 0.0) / self.fps
             same_hint = hints[:, None] == np.array([k.id for k in live])[None]
@@ -116,6 +128,9 @@ class Tracker:
                 for r, c in zip(rows, cols):
                     if ok[r, c]:
                         ids[r] = live[c].id
+                        if flip[r, c]:
+                            self.last_flipped[r] = True
+                            xyz[r], valid[r] = flip_lr(xyz[r]), flip_lr(valid[r][:, None])[:, 0]
                         self._observe(live[c], t, xyz[r], valid[r], int(n_views[r]))
         for r in np.flatnonzero(usable & (ids < 0)):
             k = Track(id=self._next, xyz=xyz[r].copy(), valid=valid[r].copy(), first=t, last=t, frames=1,

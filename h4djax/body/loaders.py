@@ -275,6 +275,6 @@ def load_body_model(path: str | os.PathLike | None = None, *, num_betas: int | N
     num_betas: shape components kept (10 = SMPL default; None keeps all). dtype: float32 in the library, float64 in
     parity tests. Raises BodyModelError naming the file (and key/field) if the file is missing or malformed.
     """
-    p = default_body_model_path() if path is None else Path(path)
+    p = default_body_model_path() if path is None else Path(path).expanduser()
     arrays = read_body_model_arrays(p)
     return body_model_from_arrays(arrays, num_betas=num_betas, dtype=dtype, name=str(p), sha256=_sha256(p))

@@ -53,8 +53,8 @@ class SphereProxy:
 
 
 def fit_sphere_proxy(
-    rest_verts: np.ndarray,
-    faces: np.ndarray,
+    rest_verts,
+    faces: np.ndarray | None = None,
     *,
     n_spheres: int = 128,
     grid_size: int = 64,
@@ -63,10 +63,16 @@ def fit_sphere_proxy(
 ) -> SphereProxy:
     """Fit the proxy to a closed rest mesh (host side, numpy + one jitted grid build). Units: metres.
 
+    `rest_verts` f[verts, 3] with `faces` i[faces, 3], or a body model (anything with `v_template` and `faces`,
+    e.g. `h4djax.body.BodyModel`) and faces=None: its template mesh is used.
+
     `grid_size` is the resolution of the rest-pose SDF on which ball centres are sampled (box-shaped grid, so the
     spacing follows each axis' extent). Balls smaller than `min_radius` are not placed. Cost: n_spheres passes over
     the inside grid points (about a second for 128 spheres on a 64^3 grid of the body).
     """
+    if faces is None:
+        faces = rest_verts.faces
+        rest_verts = rest_verts.v_template
     rest = np.asarray(rest_verts, np.float64)
     grid = _build_rest_grid(jnp.asarray(rest_verts), jnp.asarray(faces, jnp.int32), grid_size=grid_size,
                             padding=1.05, cube=False)

@@ -35,7 +35,9 @@ from pathlib import Path
 import numpy as np
 from jaxtyping import Float, UInt8
 
-from h4djax.associate import Association, associate_frames, associate_sequence, finish_association, make_tracker
+from h4djax.associate import (
+    Association, associate_frames, associate_sequence, finish_association, make_tracker, swap_people,
+)
 from h4djax.associate.geometry import oks_np
 from h4djax.config import Config, DetectConfig, FilterConfig, to_dict
 from h4djax.detect.blazepose import Detections
@@ -263,6 +265,7 @@ class CaptureDetector:
         kps: list[list[np.ndarray]] = [[] for _ in range(C)]
         hints: list[list[int]] = [[] for _ in range(C)]
         found = np.zeros(len(ids), np.int64)
+        found_rois: list[list[np.ndarray]] = [[] for _ in range(C)]
         for c in range(C):
             if images[c] is None or len(ids) == 0:
                 continue
@@ -277,6 +280,7 @@ class CaptureDetector:
                 if fk.scores[k] >= cfg.min_pose_score:
                     kps[c].append(fk.coco17[k])
                     hints[c].append(int(ids[i]))
+                    found_rois[c].append(rois[c][i])
                     found[i] += 1
         need = (t == 0 or len(ids) == 0 or self._lost or bool((found < cfg.min_views).any())
                 or not cfg.roi_from_3d or (cfg.redetect_every > 0 and t % cfg.redetect_every == 0))
@@ -286,7 +290,9 @@ class CaptureDetector:
                 if images[c] is None:
                     continue
                 tracked = np.array(kps[c]) if kps[c] else np.zeros((0, 17, 3))
-                skip = rois[c][np.isfinite(rois[c]).all(1)] if len(ids) else None
+                # Only people actually found through their ROI are skipped: a stale or wrong ROI must not hide
+                # the person from the detector that is supposed to find them again.
+                skip = np.array(found_rois[c]) if found_rois[c] else None
                 new, _ = detect_people(self.front, images[c], cfg, oks_threshold=self.filter_cfg.oks_threshold,
                                        skip_rois=skip, stats=self.stats)
                 for p in new:
@@ -308,6 +314,7 @@ class CaptureDetector:
         fc = associate_frames(self.cams, kp[None], cfg, filter_cfg=self.filter_cfg, hints=hint[None])
         live_before = {k.id for k in self.tracker.live(t) if k.last == t - 1}
         slot_ids = self.tracker.update(t, fc.xyz[0], fc.valid[0], fc.n_views[0], fc.hints[0])
+        swap_people(fc.keypoints[0], fc.labels[0], fc.xyz[0], fc.valid[0], self.tracker.last_flipped)
         self.stats.associate_seconds += time.perf_counter() - t0
         # A person tracked in the previous frame and not matched now: run the detector next frame.
         self._lost = bool(live_before - set(slot_ids.tolist()))
@@ -476,16 +483,30 @@ def detect_capture(capture, config=None, progress: bool = True, *, directory: st
     return res.keypoints
 
 
+def _written_by_us(capture, directory) -> bool:
+    path = (Path(directory) if directory is not None else capture_directory(capture)) / CACHE_FILE
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return "detect_config_hash" in z.files
+    except (OSError, ValueError):
+        return False
+
+
 def ensure_keypoints(capture, config=None, progress: bool = True, *, directory: str | Path | None = None,
                      frames: tuple[int, int | None] = (0, None), root: Path = REPO, device: str = "auto"):
     """The one call ``h4d fit`` makes before triangulation: a ``Capture`` with associated keypoints.
 
-    - no keypoints, videos/ or images/ present -> ``detect_capture`` (cached keypoints2d.npz);
+    - no keypoints, videos/ or images/ present -> ``detect_capture`` (cached keypoints2d.npz); a keypoints2d.npz
+      that ``detect_capture`` wrote is checked against the current settings the same way (rerun if they changed);
     - keypoints with ``associated=False`` (e.g. OpenPose detections) -> ``associate_sequence`` on them (the people
       axis becomes consistent identities; extra joints beyond COCO-17 are carried along);
     - associated keypoints -> returned unchanged.
     """
     cfg, filter_cfg = _split_config(config)
+    if capture.keypoints is not None and capture.media and _written_by_us(capture, directory):
+        # keypoints2d.npz came from an earlier detect_capture: re-validate it against the current settings
+        # (detect_capture reuses it when the hash matches and runs the front end again otherwise).
+        capture = replace(capture, keypoints=None)
     if capture.keypoints is None:
         kp = detect_capture(capture, Config(detect=cfg, filter=filter_cfg), progress, directory=directory,
                             frames=frames, root=root, device=device)

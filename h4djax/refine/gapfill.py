@@ -42,7 +42,7 @@ from flax import struct
 from jaxtyping import Array, Bool, Float, Int
 
 from h4djax.errors import H4DError
-from h4djax.refine.limbs import LIMB_INCIDENCE, LIMBS, NUM_KPTS
+from h4djax.refine.limbs import LIMB_DIFF, LIMB_INCIDENCE, LIMBS, NUM_KPTS
 
 LONG_GAP_MODES = ("linear", "hold", "none")
 
@@ -166,7 +166,9 @@ def fill_gaps(
 
 def limb_lengths(x: Float[Array, "*batch kpts 3"]) -> Float[Array, "*batch limbs"]:
     """Lengths (m) of the 19 COCO-17 limbs (limbs.LIMBS), NaN-safe at zero length."""
-    return safe_norm(x[..., LIMBS[:, 0], :] - x[..., LIMBS[:, 1], :])
+    # HIGHEST: the +-1 contraction must stay exact float32 (no TF32 / bf16 passes on accelerators).
+    vec = jnp.einsum("...kc,kl->...lc", x, jnp.asarray(LIMB_DIFF, x.dtype), precision=jax.lax.Precision.HIGHEST)
+    return safe_norm(vec)
 
 
 def limb_presence(present: Bool[Array, "*batch kpts"]) -> Bool[Array, "*batch limbs"]:

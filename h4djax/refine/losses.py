@@ -26,12 +26,13 @@ people one by one); means over real frames only, so padded frames and padded (al
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from flax import struct
 from jaxtyping import Array, Bool, Float
 
 from h4djax.refine.gapfill import limb_lengths, limb_presence, safe_norm
-from h4djax.refine.limbs import SYMMETRIC_PAIRS
+from h4djax.refine.limbs import SYMMETRIC_DIFF, SYMMETRIC_PAIRS
 
 LIMB_MODES = ("temporal", "mean", "median")
 TEMPORAL_PENALTIES = ("squared", "l2")
@@ -131,7 +132,8 @@ def _limb_term(lam: Array, obs: RefineObs) -> Array:
 
 
 def _symm_term(lam: Array, obs: RefineObs) -> Array:
-    r = charbonnier(lam[..., SYMMETRIC_PAIRS[:, 0]] - lam[..., SYMMETRIC_PAIRS[:, 1]], obs.norm_eps)
+    diff = jnp.einsum("...l,ls->...s", lam, jnp.asarray(SYMMETRIC_DIFF, lam.dtype), precision=jax.lax.Precision.HIGHEST)
+    r = charbonnier(diff, obs.norm_eps)
     return jnp.sum(obs.symm_mask * r) / _frame_norm(obs)
 
 

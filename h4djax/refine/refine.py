@@ -66,7 +66,7 @@ class RefineOptions:
     optimizer: str = "lbfgs"
     linesearch: str = "backtracking"
     linesearch_steps: int = 20
-    memory_size: int = 10
+    memory_size: int = 5
     interp_window: int = 10
     interp_order: int = 3
     long_gap: str = "linear"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os as _os
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -59,7 +60,8 @@ _SIDE_IDX = {"left": dict(collar=13, shoulder=16, elbow=18, wrist=20, hand=22, s
              "right": dict(collar=14, shoulder=17, elbow=19, wrist=21, hand=23, sign=-1.0)}
 _PALM_OFFSET = 0.025  # wrist joint centre to palm skin (m), so a clearance is measured from the skin
 _SPINE3 = 9
-_MAX_LIFT = 0.12  # at most this much extra palm clearance (m) from the contact check
+_MAX_LIFT = 0.12
+_DEBUG: dict = {}  # at most this much extra palm clearance (m) from the contact check
 
 
 @dataclass
@@ -571,14 +573,21 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
             nrm /= np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-9)
             base = p0 * (1 - u[:, None]) + p1 * u[:, None]
             clear = mc.contact_clearance + tracks[p].contact_clear[side]
-            jobs.append(dict(p=p, q=q, side=side, w=w, nrm=nrm, base=base, clear=clear,
+            # Direction a blocked hand is moved in: off the skin and sideways away from the partner's spine (a
+            # hand on the back slides towards the flank, which straightens the forearm's path around the body).
+            lat = base - joints[q, :, _SPINE3]
+            lat[:, 1] = 0.0
+            lat /= np.maximum(np.linalg.norm(lat, axis=-1, keepdims=True), 1e-9)
+            away = nrm + lat
+            away /= np.maximum(np.linalg.norm(away, axis=-1, keepdims=True), 1e-9)
+            jobs.append(dict(p=p, q=q, side=side, w=w, nrm=nrm, base=base, clear=clear, away=away,
                              radii=np.repeat(_arm_radii(model, betas[p], rest[p], side), len(_ARM_SAMPLES))))
     active = np.flatnonzero(np.any([j["w"] > 0.05 for j in jobs], axis=0)) if jobs else np.zeros(0, int)
     check = active[:: max(1, mc.contact_check_stride)]
 
     def ik_of(i, j, extra, swivel):
         return _arm_ik(tracks[j["p"]], j["side"], rest[j["p"]], joints[j["p"], :, _SIDE_IDX[j["side"]]["shoulder"]],
-                       j["base"] + (j["clear"] + extra)[:, None] * j["nrm"], j["nrm"],
+                       j["base"] + j["clear"][:, None] * j["nrm"] + extra[:, None] * j["away"], j["nrm"],
                        tracks[j["p"]].contact_pole[j["side"]], model.parents, swivel)
 
     def penetration(iks_) -> np.ndarray:
@@ -613,6 +622,9 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
         for rounds in range(1, mc.contact_rounds + 1):
             iks = [ik_of(i, j, extra[i], swivel[i]) for i, j in enumerate(jobs)]
             pen = penetration(iks) * np.stack([j["w"][check] > 0.05 for j in jobs])
+            if _os.environ.get("H4D_DEBUG"):
+                print("lift round", rounds, "pen median/p90/max mm per arm:",
+                      [(np.percentile(q, [50, 90, 100]) * 1000).round(0).tolist() for q in pen])
             if np.max(pen) <= 0.002:
                 break
             for i in range(len(jobs)):
@@ -622,6 +634,7 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
     iks = [ik_of(i, j, extra[i], swivel[i]) for i, j in enumerate(jobs)]
     final_pen = (penetration(iks) * np.stack([j["w"][check] > 0.05 for j in jobs])) if (len(check) and jobs) else \
         np.zeros((0, 0))
+    _DEBUG.update(jobs=jobs, iks=iks, check=check, verts=verts, joints=joints, swivel=swivel, extra=extra)
     for j, ik in zip(jobs, iks):
         _apply_ik(tracks[j["p"]], j["side"], ik, j["w"])
     stats_contact = {"lift_rounds": rounds,

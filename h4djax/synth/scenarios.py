@@ -63,9 +63,11 @@ def _mirror(a: Anchor) -> Anchor:
 
 
 _LEFT_ANCHORS = {
-    "upper_back": Anchor("spine3", (0.45, 0.0, -1.0), dy=0.02),
-    "mid_back": Anchor("spine2", (0.5, 0.0, -1.0)),
-    "lower_back": Anchor("spine1", (0.45, 0.0, -1.0), dy=-0.02),
+    # Back anchors sit well off the spine (about 10 cm), so a forearm coming around the flank reaches them without
+    # cutting the corner of the torso.
+    "upper_back": Anchor("spine3", (0.85, 0.0, -1.0), dy=0.02),
+    "mid_back": Anchor("spine2", (0.9, 0.0, -1.0)),
+    "lower_back": Anchor("spine1", (0.85, 0.0, -1.0), dy=-0.02),
     "chest": Anchor("spine3", (0.5, 0.0, 1.0), dy=0.0),
     "waist": Anchor("spine1", (1.0, 0.0, 0.1)),
     "shoulder": Anchor("left_shoulder", (0.0, 1.0, -0.15), band=0.05,
@@ -270,6 +272,14 @@ def _steps(track: _Track, t0: float, t1: float, start, end, yaw: float, base: di
                                            contacts=dict(contacts or {})))
 
 
+def _rotate_about(p, center, deg: float) -> tuple[float, float]:
+    """(x, z) of floor point `p` turned by `deg` degrees about `center` (same sense as a yaw)."""
+    a = np.deg2rad(deg)
+    d = np.asarray(p, float) - np.asarray(center, float)
+    # yaw turns +z towards +x: (x, z) -> (x cos + z sin, -x sin + z cos)
+    return (float(center[0] + d[0] * np.cos(a) + d[1] * np.sin(a)), float(center[1] - d[0] * np.sin(a) + d[1] * np.cos(a)))
+
+
 def _pair_frame(rng: np.random.Generator, spread: float):
     """Random pair centre (x, z) and base heading."""
     c = rng.normal(0.0, spread, 2)
@@ -299,12 +309,11 @@ def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4)
         yaw = yaw0 + float(rng.normal(0, 20))
         gap0 = float(rng.uniform(1.3, 1.7))  # start distance between pelvises (m)
         close = float(rng.uniform(0.22, 0.28))  # pelvis distance in the embrace (the separation solver refines it)
-        side = float(rng.uniform(0.03, 0.05))  # each body shifted sideways so the heads pass each other
         ya, yb = yaw, yaw + 180.0
         pa0, pb0 = _place(c, yaw, (0, -gap0 / 2)), _place(c, yaw, (0, gap0 / 2))
         lead = "left" if over == 0 else "right"
         sgn = 1.0 if lead == "left" else -1.0
-        pa1, pb1 = _place(c, yaw, (sgn * side, -close / 2)), _place(c, yaw, (-sgn * side, close / 2))
+        pa1, pb1 = _place(c, yaw, (0.0, -close / 2)), _place(c, yaw, (0.0, close / 2))
         base = stand()
         A.add(t, Pose(pa0, ya, joints=base))
         B.add(t, Pose(pb0, yb, joints=base))
@@ -320,8 +329,7 @@ def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4)
             trk.keys[-1] = (trk.keys[-1][0], trk.keys[-1][1].with_(joints=open_arms))
         # Embrace: the "over" person's arms go over the partner's shoulders onto the upper back, the "under"
         # person's arms under the partner's arms around the waist onto the lower back. Heads turn and tilt to
-        # opposite sides (each to its own `lead` side) so they pass each other; the bodies are offset a little to
-        # that side. The elbows point out and forward (towards the partner's flanks) so the forearms wrap around
+        # opposite sides (each to its own `lead` side) so they pass each other. The elbows point out and forward (towards the partner's flanks) so the forearms wrap around
         # the back instead of cutting it.
         over_t, under_t = (A, B) if over == 0 else (B, A)
         hd = head(turn=50 * sgn, tilt=18 * sgn)
@@ -345,12 +353,16 @@ def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4)
             trk.add(t_hold, trk.last.with_(joints=base | bod, contacts=cont))
         # Sway: the pair rocks, turning together a few degrees each way.
         ts = t_hold
+        mid = 0.5 * (np.asarray(pa1) + np.asarray(pb1))
         for k in range(int(rng.integers(3, 6))):
             ts += float(rng.uniform(0.7, 1.0))
             amp = float(rng.uniform(5, 10)) * (1 if k % 2 == 0 else -1)
             for trk, bod, cont in roles:
                 y0 = ya if trk is A else yb
-                trk.add(ts, trk.last.with_(yaw=y0 + amp, joints=base | bod | spine(flex=5, bend=4 * sgn + 0.3 * amp)))
+                # The pair turns as one body: positions rotate about the pair's centre with the headings.
+                p1 = pa1 if trk is A else pb1
+                trk.add(ts, trk.last.with_(root=_rotate_about(p1, mid, amp), yaw=y0 + amp,
+                                           joints=base | bod | spine(flex=5, bend=4 * sgn + 0.3 * amp)))
         # Release: hands lift off the back (clearance grows), then slide out past the flanks while the pair steps
         # back, arms open, then the arms come down.
         t_lift = ts + float(rng.uniform(0.5, 0.8))
@@ -360,8 +372,18 @@ def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4)
         t_back = t_lift + float(rng.uniform(1.0, 1.3))
         pa2, pb2 = _place(c, yaw, (0, -gap0 / 2.4)), _place(c, yaw, (0, gap0 / 2.4))
         off = {"left": None, "right": None}
-        _steps(A, t_lift, t_back, pa1, pa2, ya, base | open_arms, contacts=off)
-        _steps(B, t_lift, t_back, pb1, pb2, yb, base | open_arms, contacts=off)
+        for trk, bod, cont in roles:
+            n0 = len(trk.keys)
+            _steps(trk, t_lift, t_back, pa1 if trk is A else pb1, pa2 if trk is A else pb2, ya if trk is A else yb,
+                   base | open_arms, contacts=off)
+            # The lifted hands stay on target while the bodies part, fading out over the steps (so they come
+            # round the partner's flanks instead of sweeping through the partner).
+            steps = trk.keys[n0:]
+            for k, (tk, pk) in enumerate(steps):
+                w = max(0.0, 1.0 - (k + 1) / max(len(steps) - 1, 1))
+                lift = {h: (dataclasses.replace(v, clearance=0.07 + 0.1 * (1 - w), weight=w) if w > 0 else None)
+                        for h, v in cont.items()}
+                trk.keys[n0 + k] = (tk, pk.with_(contacts=lift))
         t = t_back + float(rng.uniform(0.5, 0.9))
         A.add(t, A.last.with_(joints=base))
         B.add(t, B.last.with_(joints=base))
