@@ -9,6 +9,9 @@ Public API:
 - crops: `warp_crop`, `letterbox`, `box_to_roi`, `fit_aspect`, `crop_to_image_affine`;
 - model cards: `ModelCard`, `load_model_card`, `parse_overrides`, `make_card`;
 - video: `MultiCameraReader`, `open_camera`; errors: `ModelCardError`, `VideoError`.
+Whole captures (detection + identity across views and time, keypoints2d.npz cache) live in
+`h4djax.detect.pipeline` (`detect_capture`, `ensure_keypoints`); it is not imported here because it pulls in
+`h4djax.associate` and the JAX 2D filter.
 Images are RGB uint8 [H, W, 3]; keypoints (x px, y px, confidence) with OpenCV's pixel-centre convention.
 """
 

@@ -290,10 +290,10 @@ def _optimize(y0: Array, obs: RefineObs, weights: RefineWeights, options: Refine
 
 def _refine_one(xyz, valid, weights: RefineWeights, options: RefineOptions, frame_mask) -> RefineResult:
     frames = xyz.shape[0]
-    num_frames = jnp.sum(frame_mask).astype(jnp.int32)
-    # Padded frames are assumed to follow the real ones; a frame mask with holes is treated as its prefix length.
-    in_seq = (jnp.arange(frames) < num_frames)[:, None, None]
-    valid = valid & in_seq
+    # The sequence ends at the last real frame (padding follows it); a masked frame before that end is treated as a
+    # frame without observations (gap-filled like any missing joint).
+    num_frames = jnp.max(jnp.where(frame_mask, jnp.arange(1, frames + 1), 0)).astype(jnp.int32)
+    valid = valid & frame_mask[:, None, None]
     pre = preprocess(
         xyz, valid, num_frames, weights.outlier_sigma,
         window=options.interp_window, order=options.interp_order, long_gap=options.long_gap,
@@ -334,7 +334,8 @@ def refine(
       valid: b[F, P, 17] (or [B, F, P, 17]) triangulation succeeded.
       weights: traced numeric settings (`RefineWeights.from_config(cfg)`); cast to xyz's dtype.
       options: static settings (`RefineOptions.from_config(cfg)`).
-      frame_mask: b[F] (or [B, F]) real frames, padding at the end; None = all real.
+      frame_mask: b[F] (or [B, F]) real frames, padding at the end (a False frame before the last True one is a
+        frame without observations); None = all real.
 
     Returns:
       RefineResult (fields batched like the input).
