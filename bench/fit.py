@@ -4,7 +4,9 @@ Both fit the same synthetic input: ground-truth SMPL parameters of `--people` pe
 embedded body model (`models/anny_smpl.npz`), their COCO-17 fit points plus Gaussian noise (default 5 mm per
 coordinate) as the "refined keypoints". Both start from the same initialization (`h4djax.fit.init.init_params`,
 computed by JAX and handed to the reference), use the same stages, iteration counts, loss terms, weights and units
-(`FitConfig` defaults with the collision term off), and are scored by the same evaluator (the JAX forward of the fitted
+(`FitConfig` defaults with the collision term off) and the same model points for the COCO keypoints
+(`FitConfig.correspondence`, default "regressor": all 17 from the model's keypoint regressor on the posed mesh; the
+synthetic keypoints are generated with the same definition), and are scored by the same evaluator (the JAX forward of the fitted
 parameters): MPJPE of the 17 COCO fit points against the ground-truth points and against the noisy targets.
 
 Rows:
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -54,11 +57,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from h4djax.body import default_body_model_path, load_body_model  # noqa: E402
-from h4djax.body.keypoints import coco_fit_points  # noqa: E402
 from h4djax.body.lbs import smpl_joints_keypoints_batch  # noqa: E402
 from h4djax.body.model import SmplParams  # noqa: E402
 from h4djax.config import FitConfig  # noqa: E402
-from h4djax.fit.fit import fit_batch, stages_from_config  # noqa: E402
+from h4djax.fit.fit import fit_batch, model_point_index, model_points, stages_from_config  # noqa: E402
 from h4djax.fit.init import init_params  # noqa: E402
 
 GROUPS = ("global_orient", "body_pose", "betas", "transl")
@@ -97,17 +99,18 @@ def synth_params(frames: int, people: int, num_betas: int, fps: float = 30.0, se
     return dict(global_orient=go, body_pose=bp, betas=betas, transl=tr)
 
 
-@jax.jit
-def _points_people_major(model, params: SmplParams):
-    return coco_fit_points(model, smpl_joints_keypoints_batch(model, params))
+@functools.partial(jax.jit, static_argnames=("correspondence",))
+def _points_people_major(model, params: SmplParams, correspondence: str):
+    return model_points(model, smpl_joints_keypoints_batch(model, params), correspondence)
 
 
-def fit_points(model, p: dict[str, np.ndarray]) -> np.ndarray:
-    """COCO-17 fit points [F,P,17,3] of frames-major parameters (the common evaluator of both fits)."""
+def fit_points(model, p: dict[str, np.ndarray], correspondence: str) -> np.ndarray:
+    """COCO-17 model points [F,P,17,3] of frames-major parameters, as the fit defines them for `correspondence`
+    (`h4djax.fit.fit.model_points`): the common evaluator of both fits and the generator of the synthetic input."""
     sw = lambda x: jnp.swapaxes(jnp.asarray(x, model.dtype), 0, 1)  # noqa: E731
     pm = SmplParams(global_orient=sw(p["global_orient"]), body_pose=sw(p["body_pose"]),
                     betas=jnp.asarray(p["betas"], model.dtype), transl=sw(p["transl"]))
-    return np.swapaxes(np.asarray(_points_people_major(model, pm)), 0, 1)
+    return np.swapaxes(np.asarray(_points_people_major(model, pm, correspondence)), 0, 1)
 
 
 def mpjpe_mm(a: np.ndarray, b: np.ndarray) -> float:
@@ -186,14 +189,14 @@ def reference_eval_cost(body, kp: np.ndarray, init: dict[str, np.ndarray], cfg: 
     return ref.time_closure_eval(body, tg, ini, pose_stage, repeats=repeats)
 
 
-def smplx_parity(body, model, gt: dict[str, np.ndarray], n: int = 8) -> float:
+def smplx_parity(body, model, gt: dict[str, np.ndarray], correspondence: str, n: int = 8) -> float:
     """Max |smplx - h4djax| over the COCO fit points of the first n ground-truth frames (metres)."""
     import torch
 
     import reference_fit_torch as ref
 
     worst = 0.0
-    jp = fit_points(model, _sub(gt, n))
+    jp = fit_points(model, _sub(gt, n), correspondence)
     t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
     with torch.no_grad():
         for p in range(jp.shape[1]):
@@ -239,7 +242,8 @@ def markdown_section(r: dict) -> str:
         f"(13,718 vertices), COCO-17 fit points + {a['noise_mm']:g} mm Gaussian noise per coordinate (mean noise "
         f"vector length {r['noise_mpjpe_mm']:.1f} mm). Schedule: `FitConfig` stages, {iters} iterations per epoch, "
         f"collision off; {a['epochs']} epochs for the full-size runs, {a['ref_epochs']} for the prefix runs. Same "
-        f"initialization (`init_params`) for both. MPJPE (mm) of the 17 COCO fit points, mean over people and frames. "
+        f"initialization (`init_params`) and model points (correspondence \"{r['correspondence']}\") for both, also "
+        f"for generating the input. MPJPE (mm) of the 17 COCO model points, mean over people and frames. "
         f"smplx vs h4djax forward on the ground truth: max difference {r['smplx_parity_m'] * 1e3:.4f} mm.",
         "",
         "| run | people x frames | time (s) | compile (s) | MPJPE vs GT | MPJPE vs noisy targets |",
@@ -310,6 +314,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--ref-epochs", type=int, default=1, help="epochs of the prefix runs (reference and ours)")
     ap.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads of the reference run")
     ap.add_argument("--repeats", type=int, default=3, help="steady-state repetitions of our fit (median)")
+    ap.add_argument("--correspondence", choices=("regressor", "paper"), default=None,
+                    help="model points matched to the keypoints (default: FitConfig's)")
     ap.add_argument("--noise-mm", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-lbfgs-variant", action="store_true")
@@ -334,7 +340,7 @@ def main(argv=None) -> dict:
 
     load_before = os.getloadavg()
     t_start = time.perf_counter()
-    base = FitConfig()
+    base = FitConfig() if args.correspondence is None else FitConfig(correspondence=args.correspondence)
     cfg = dataclasses.replace(base, epochs=base.epochs if args.epochs is None else args.epochs,
                               stages=tuple(dataclasses.replace(s, w_collision=0.0) for s in base.stages))
     cfg_lbfgs = dataclasses.replace(cfg, stages=tuple(dataclasses.replace(s, optimizer="lbfgs") for s in cfg.stages))
@@ -342,22 +348,24 @@ def main(argv=None) -> dict:
     args.epochs = cfg.epochs
 
     model = load_body_model(None)
-    body = ref.load_smplx_body(str(default_body_model_path()), model.coco_fit_index)
+    corr = cfg.correspondence
+    body = ref.load_smplx_body(str(default_body_model_path()), model_point_index(model, corr))
     log = lambda msg: print(f"[{time.perf_counter() - t_start:6.0f}s] {msg}", flush=True)  # noqa: E731
     log(f"model {model.name}: {model.num_verts} vertices")
 
     gt = synth_params(args.frames, args.people, model.num_betas, seed=args.seed)
-    gt_pts = fit_points(model, gt)
+    gt_pts = fit_points(model, gt, corr)
     noise = np.random.default_rng(args.seed + 1).normal(0.0, args.noise_mm * 1e-3, gt_pts.shape)
     kp = (gt_pts + noise).astype(np.float32)
-    parity = smplx_parity(body, model, gt)
+    parity = smplx_parity(body, model, gt, corr)
     log(f"smplx parity {parity * 1e3:.4f} mm")
 
-    init_full = _as_dict(jax.jit(init_params)(model, jnp.asarray(kp), jnp.ones(kp.shape[:3], bool)))
-    init_pts = fit_points(model, init_full)
+    init_fn = jax.jit(init_params, static_argnames=("correspondence",))
+    init_full = _as_dict(init_fn(model, jnp.asarray(kp), jnp.ones(kp.shape[:3], bool), correspondence=corr))
+    init_pts = fit_points(model, init_full, corr)
 
     def score(res, n, p):
-        pts = fit_points(model, res["params"])
+        pts = fit_points(model, res["params"], corr)
         res["mpjpe_gt_mm"] = mpjpe_mm(pts, gt_pts[:n, :p])
         res["mpjpe_noisy_mm"] = mpjpe_mm(pts, kp[:n, :p])
         return res
@@ -374,7 +382,7 @@ def main(argv=None) -> dict:
     ours_prefix = score(run_ours(model, kp_pre, cfg_prefix, args.repeats), n, rp)
     log(f"ours prefix: steady {ours_prefix['steady_s']:.3f}s MPJPE {ours_prefix['mpjpe_gt_mm']:.2f}mm")
 
-    init_pre = _as_dict(jax.jit(init_params)(model, jnp.asarray(kp_pre), jnp.ones(kp_pre.shape[:3], bool)))
+    init_pre = _as_dict(init_fn(model, jnp.asarray(kp_pre), jnp.ones(kp_pre.shape[:3], bool), correspondence=corr))
     threads_default = torch.get_num_threads()
     torch.set_num_threads(args.torch_threads)
     reference = score(run_reference(body, kp_pre, init_pre, cfg_prefix), n, rp)
@@ -401,6 +409,7 @@ def main(argv=None) -> dict:
                      platform=platform.platform()),
         versions=dict(jax=jax.__version__, torch=torch.__version__, smplx=getattr(smplx, "__version__", "0.1.28"),
                       torch_threads_reference_run=args.torch_threads, python=platform.python_version()),
+        correspondence=corr,
         stages=[dict(name=s.name, free=list(s.free), iters=s.iters, optimizer=s.optimizer, joints=s.joints)
                 for s in cfg.stages],
         reference_optimizer=dict(**ref.EGOHUMANS_LBFGS, ftol=ref.EGOHUMANS_FTOL),

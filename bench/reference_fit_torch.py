@@ -25,11 +25,12 @@ and stage a fresh `torch.optim.LBFGS(lr=1e-2, max_iter=20, line_search_fn="stron
 - Loss terms, weights and units are those of `h4djax/fit/losses.py` (centimetres for positions; rotation-matrix
   smoothness; means over valid entries) rather than mmhuman3d's loss classes, and the stage weights come from the
   same `FitConfig` the JAX fit uses (Harmony4D Table 1). Terms with weight 0 are skipped, as mmhuman3d does.
-- The model is `smplx.SMPL` loaded from the same `.npz` as h4djax, and the COCO-17 points use the same
-  correspondence as `h4djax.body.keypoints.coco_fit_points` (body points from SMPL joints, face points from the
-  model's keypoint regressor applied to the posed vertices). EgoHumans reads face points from single SMPL vertices
-  via smplx's `vertex_joint_selector`; on the Anny topology those vertex ids are meaningless, so the regressor rows are
-  used instead.
+- The model is `smplx.SMPL` loaded from the same `.npz` as h4djax, and the COCO-17 model points follow the same
+  correspondence as the JAX fit (`h4djax.fit.fit.model_point_index`: indices into concat([SMPL joints, regressed
+  keypoints]), the keypoints being the model's `kpt_regressor` rows applied to smplx's posed vertices). With the
+  default "regressor" correspondence all 17 points are regressed from the mesh; with "paper" the body points are
+  SMPL joints and the face points regressed, which is what EgoHumans does (it reads face points from single SMPL
+  vertices via smplx's `vertex_joint_selector`; on the Anny topology those vertex ids are meaningless).
 
 Assumption (not visible in the code we read): which epoch count EgoHumans uses for Harmony4D; the benchmark runs both
 implementations with the same `FitConfig.epochs` so that only the optimizer and the implementation differ.
@@ -103,7 +104,8 @@ def load_smplx_body(path: str, coco_fit_index: tuple[int, ...], dtype=torch.floa
     """Load an SMPL-layout `.npz` (keys v_template, shapedirs, posedirs, J_regressor, weights, kintree_table, f,
     kpt_regressor) into `smplx.SMPL` (smplx 0.1.28 reads only pickles from a path; an .npz goes in as data_struct).
 
-    `coco_fit_index` is `BodyModel.coco_fit_index` (indices into concat([joints, keypoints])).
+    `coco_fit_index`: indices into concat([joints, keypoints]) of the 17 COCO model points
+    (`h4djax.fit.fit.model_point_index(model, correspondence)`).
     """
     import smplx
 

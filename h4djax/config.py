@@ -171,6 +171,11 @@ class CollisionConfig:
     """Grid builder: "fast" (ray parity + exact pruned distance; closed meshes) or "brute" (winding numbers)."""
     n_spheres: int = 128
     """Number of inscribed spheres of the "spheres" proxy."""
+    grid_tolerance: float = 0.0
+    """Body fit, method "sdf": each person-frame's grid is kept between Adam iterations and rebuilt only when one of
+    that person's vertices moved more than this (metres) since it was built; 0 = rebuild whenever anything moved
+    (the reference). The grid is a constant of the loss in the reference too; a cached one differs from a fresh one
+    by about this distance (h4djax.collision.loss, docs/collision_report.md)."""
 
 
 @dataclass(frozen=True)

@@ -75,13 +75,13 @@ def collision_fn_for(model: BodyModel, cfg: Config) -> CollisionFn:
     settings = CollisionSettings.from_config(cfg.collision)
     key = (model.name, model.sha256, model.num_verts, settings.grid_size, settings.vertex_stride, settings.method,
            settings.cube, settings.builder, settings.frame_chunk, float(settings.padding),
-           float(settings.robustifier))
+           float(settings.robustifier), float(settings.grid_tolerance), cfg.collision.n_spheres)
     if key not in _COLLISION_CACHE:
         spheres = None
         if settings.method == "spheres":
             from h4djax.collision import fit_sphere_proxy
 
-            spheres = fit_sphere_proxy(model)
+            spheres = fit_sphere_proxy(model, n_spheres=cfg.collision.n_spheres)
         _COLLISION_CACHE[key] = make_collision_fn(CollisionMesh(faces=model.faces, spheres=spheres), settings)
     return _COLLISION_CACHE[key]
 

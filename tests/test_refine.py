@@ -317,6 +317,12 @@ def test_padded_frames_leave_real_frames_unchanged():
                                rtol=1e-3, atol=1e-7)
     assert int(res.summary.num_iters) == int(ref.summary.num_iters)
     assert not np.asarray(res.valid)[frames:].any() and np.all(np.asarray(res.xyz)[frames:] == 0)
+    # A masked frame inside the sequence is a frame without observations: filled, not padding.
+    holed = mask.copy()
+    holed[30] = False
+    res_h = _run(xyz_p, valid_p, cfg, frame_mask=holed)
+    assert np.asarray(res_h.valid)[30].all() and np.asarray(res_h.filled)[30].all()
+    assert not np.asarray(res_h.valid)[frames:].any()
     # A batch of two sequences padded to one length (vmap): each equals its own unbatched run.
     full_mask = np.ones(frames + pad, bool)
     xyz_f, valid_f = corrupt(skeleton_sequence(frames + pad, seed=8), seed=9)

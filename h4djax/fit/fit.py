@@ -160,14 +160,24 @@ def make_targets(keypoints: Float[Array, "frames people 17 3"], weight: Float[Ar
 
 
 CollisionFn = Callable[[Float[Array, "people frames verts 3"], Float[Array, "people frames"]], Float[Array, ""]]
+"""The collision term: people-major vertices and frame mask -> scalar. A collision function may also be stateful
+(attribute `stateful = True`, e.g. `h4djax.collision.CollisionTerm` with method "sdf"): then it provides
+`init_state(people, frames, verts, dtype) -> state` and `apply(state, verts, frame_mask) -> (value, state)`, and
+Adam stages carry the state through their iterations (the SDF grid cache: grids are rebuilt only where the bodies
+moved more than `collision.grid_tolerance`). L-BFGS stages always call it statelessly (its line search evaluates
+points that are not iterates)."""
 
 
 def _terms(model: BodyModel, params: SmplParams, targets: losses.FitTargets, spec: StageSpec,
-           collision_fn: CollisionFn | None) -> Float[Array, "terms"]:
-    """All unweighted loss terms of one sequence in `losses.TERMS` order."""
+           collision_fn: CollisionFn | None, cstate=None):
+    """All unweighted loss terms of one sequence in `losses.TERMS` order, and the collision state (None when the
+    term is stateless or off)."""
     if spec.use_collision:
         out = smpl_forward_batch(model, params)
-        col = collision_fn(out.vertices, targets.frame_mask)
+        if cstate is None:
+            col = collision_fn(out.vertices, targets.frame_mask)
+        else:
+            col, cstate = collision_fn.apply(cstate, out.vertices, targets.frame_mask)
     else:
         out = smpl_joints_keypoints_batch(model, params)  # joints-only path: no 13k-vertex skinning
         col = jnp.zeros((), targets.keypoints.dtype)
@@ -184,7 +194,7 @@ def _terms(model: BodyModel, params: SmplParams, targets: losses.FitTargets, spe
         losses.temporal_term(rots, targets.frame_mask),
         losses.beta_term(params.betas, person_mask),
         col,
-    ])
+    ]), cstate
 
 
 def _optimizer(spec: StageSpec, lr: Array) -> optax.GradientTransformationExtraArgs:
@@ -202,20 +212,28 @@ def _run_stage(model: BodyModel, params: SmplParams, targets: losses.FitTargets,
     free = {g: getattr(params, g) for g in spec.free}
     w = weights.vector()
 
-    def objective(free_):
+    def objective(free_, cstate=None):
         p = params.replace(**free_)
-        terms = _terms(model, p, targets, spec, collision_fn)
-        return jnp.dot(w, terms), terms
+        terms, cstate = _terms(model, p, targets, spec, collision_fn, cstate)
+        return jnp.dot(w, terms), (terms, cstate)
 
     opt = _optimizer(spec, weights.learning_rate)
     state = opt.init(free)
 
     if spec.optimizer == "adam":
+        # A stateful collision term (SDF grid cache) starts empty in every stage run: its first iteration builds
+        # every grid it needs, so the cache never outlives the stage that filled it.
+        stateful = spec.use_collision and getattr(collision_fn, "stateful", False)
+        cstate = collision_fn.init_state(params.body_pose.shape[0], params.body_pose.shape[1], model.num_verts,
+                                         params.body_pose.dtype) if stateful else None
+
         def step(carry, _):
-            x, s = carry
-            (value, terms), g = jax.value_and_grad(objective, has_aux=True)(x)
+            x, s, cs = carry
+            (value, (terms, cs)), g = jax.value_and_grad(objective, has_aux=True)(x, cs)
             upd, s = opt.update(g, s, x)
-            return (optax.apply_updates(x, upd), s), (terms, value)
+            return (optax.apply_updates(x, upd), s, cs), (terms, value)
+
+        (free, _, _), (history, total) = jax.lax.scan(step, (free, state, cstate), None, length=spec.iters)
     else:
         value_fn = lambda x: objective(x)[0]  # noqa: E731
         value_and_grad = optax.value_and_grad_from_state(value_fn)
@@ -223,11 +241,11 @@ def _run_stage(model: BodyModel, params: SmplParams, targets: losses.FitTargets,
         def step(carry, _):
             x, s = carry
             value, g = value_and_grad(x, state=s)
-            terms = objective(x)[1]
+            terms = objective(x)[1][0]
             upd, s = opt.update(g, s, x, value=value, grad=g, value_fn=value_fn)
             return (optax.apply_updates(x, upd), s), (terms, value)
 
-    (free, _), (history, total) = jax.lax.scan(step, (free, state), None, length=spec.iters)
+        (free, _), (history, total) = jax.lax.scan(step, (free, state), None, length=spec.iters)
     return params.replace(**free), history, total
 
 

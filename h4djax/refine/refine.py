@@ -89,7 +89,8 @@ class RefineOptions:
         if self.interp_window < 0:
             raise ConfigError(f"refine.interp_window: must be >= 0, got {self.interp_window}")
         if self.savgol_window > self.savgol_order and self.savgol_window % 2 == 0:
-            raise ConfigError(f"refine.savgol_window: must be odd (or <= savgol_order to disable), got {self.savgol_window}")
+            raise ConfigError(
+                f"refine.savgol_window: must be odd (or <= savgol_order to disable), got {self.savgol_window}")
 
     @classmethod
     def from_config(cls, cfg: RefineConfig) -> RefineOptions:
