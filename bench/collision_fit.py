@@ -100,6 +100,26 @@ def variant_config(base: Config, name: str) -> Config:
     return dataclasses.replace(base, collision=col)
 
 
+class _CountingTerm:
+    """Wraps the fit's collision term and counts the SDF grids its cache builds (host callback per iteration),
+    so the report can say how many builds the tolerance saved against the reference (one per needed person-frame
+    and iteration). Same values and gradients as the wrapped term."""
+
+    def __init__(self, term):
+        self.term, self.stateful, self.builds = term, getattr(term, "stateful", False), []
+
+    def __call__(self, verts, frame_mask):
+        return self.term(verts, frame_mask)
+
+    def init_state(self, *a, **k):
+        return self.term.init_state(*a, **k)
+
+    def apply(self, state, verts, frame_mask):
+        val, new = self.term.apply(state, verts, frame_mask)
+        jax.debug.callback(lambda b: self.builds.append(int(b)), new.builds - state.builds)
+        return val, new
+
+
 def meshes(model, go, bp, betas, tr):
     """Vertices [F, P, V, 3] and COCO-17 regressor keypoints [F, P, 17, 3] of frames-major parameters."""
     p = SmplParams(global_orient=jnp.asarray(go, jnp.float32), body_pose=jnp.asarray(bp, jnp.float32),
@@ -152,6 +172,10 @@ def run_capture(cap_dir: Path, variants: list[str], model, base: Config, epochs:
     for name in variants:
         cfg = variant_config(base, name)
         weights, options = pipeline_from_config(cfg, model)
+        counter = None
+        if options.collision_fn is not None and getattr(options.collision_fn, "stateful", False):
+            counter = _CountingTerm(options.collision_fn)
+            options = dataclasses.replace(options, collision_fn=counter)
         t0 = time.perf_counter()
         compiled = fit_stage.lower(model, refined, weights, options).compile()
         t_compile = time.perf_counter() - t0
@@ -167,8 +191,17 @@ def run_capture(cap_dir: Path, variants: list[str], model, base: Config, epochs:
             "contact": contact_metrics(fv[:, 0], fv[:, 1], topo.clusters),
             "collision_term_last": float(summary.history[-1][-1, -1, -1]),
         }
+        if counter is not None:
+            # builds per stage-3 iteration; the reference builds every needed grid in every iteration
+            b = np.asarray(counter.builds)
+            r["grid_builds"] = int(b.sum())
+            r["grid_builds_per_iteration"] = round(float(b.mean()), 2)
+            r["grid_builds_first_iteration_mean"] = round(float(b[:: cfg.fit.stages[-1].iters].mean()), 1)
         out["variants"][name] = r
         c = r["contact"]
+        if counter is not None:
+            print(f"  {name}: {r['grid_builds']} grid builds in {len(counter.builds)} iterations "
+                  f"({r['grid_builds_first_iteration_mean']} in a stage's first iteration)", flush=True)
         print(f"  {name:<12} compile {r['compile_s']:6.1f} s  run {r['run_s']:7.1f} s  MPJPE {r['mpjpe_mm']:6.2f} mm  "
               f"PVE {r['pve_mm']:6.2f} mm  depth max {c['max_depth_mm']:6.1f} mean-of-max "
               f"{c['mean_frame_max_depth_mm']:5.1f} mean {c['mean_depth_mm']:5.1f} mm  vol {c['volume_cm3']:8.1f} cm^3",

@@ -6,8 +6,9 @@ coordinate) as the "refined keypoints". Both start from the same initialization 
 computed by JAX and handed to the reference), use the same stages, iteration counts, loss terms, weights and units
 (`FitConfig` defaults with the collision term off) and the same model points for the COCO keypoints
 (`FitConfig.correspondence`, default "regressor": all 17 from the model's keypoint regressor on the posed mesh; the
-synthetic keypoints are generated with the same definition), and are scored by the same evaluator (the JAX forward of the fitted
-parameters): MPJPE of the 17 COCO fit points against the ground-truth points and against the noisy targets.
+synthetic keypoints are generated with the same definition), and are scored by the same evaluator (the JAX forward
+of the fitted parameters): MPJPE of the 17 COCO model points against the ground-truth points and against the noisy
+targets.
 
 Rows:
 - ours: `fit_batch` (one jit, default Adam stages) on the full input. Compile time = first call minus the
@@ -29,7 +30,7 @@ Rows:
   of 1 and 2 threads. JAX runs with its defaults (2 threads).
 
 Usage (from the repository root):
-    .venv/bin/python bench/fit.py                       # 2 people x 600 frames; reference on 10 frames, 1 person
+    .venv/bin/python bench/fit.py                       # 2 people x 600 frames; reference on 10 frames of 1 person
     .venv/bin/python bench/fit.py --frames 300 --epochs 2 --ref-frames 20 --ref-people 2
     .venv/bin/python bench/fit.py --quick               # smoke test, writes bench/fit_quick.json only
 Writes bench/fit.json and the fit section of bench/RESULTS.md (between its markers; other sections untouched).
@@ -189,6 +190,36 @@ def reference_eval_cost(body, kp: np.ndarray, init: dict[str, np.ndarray], cfg: 
     return ref.time_closure_eval(body, tg, ini, pose_stage, repeats=repeats)
 
 
+def objective_parity(body, model, kp: np.ndarray, init: dict[str, np.ndarray], cfg: FitConfig) -> list[dict]:
+    """The weighted objective of every stage at the initialization, person 0, reference (torch) vs h4djax.
+
+    Checks that the reference optimizes the same function as the JAX fit (same terms, weights, units, targets and
+    model points). Uses the fit's internal `_terms`, the single definition of the JAX objective.
+    """
+    import torch
+
+    import reference_fit_torch as ref
+    from h4djax.fit import fit as fit_module
+
+    F = kp.shape[0]
+    specs, weights = stages_from_config(cfg)
+    targets = fit_module.make_targets(jnp.asarray(kp[:, :1]), jnp.ones((F, 1, 17)))
+    pm = SmplParams(global_orient=jnp.asarray(init["global_orient"][:, :1]).swapaxes(0, 1),
+                    body_pose=jnp.asarray(init["body_pose"][:, :1]).swapaxes(0, 1),
+                    betas=jnp.asarray(init["betas"][:1]), transl=jnp.asarray(init["transl"][:, :1]).swapaxes(0, 1))
+    tg = ref.person_targets(kp[:, 0], np.ones((F, 17)), np.ones(F))
+    t = lambda x: torch.as_tensor(np.array(x), dtype=torch.float32)  # noqa: E731
+    params = {g: t(init[g][0][None] if g == "betas" else init[g][:, 0]) for g in GROUPS}
+    out = []
+    for spec, w, stage in zip(specs, weights, ref.stages_from_fit_config(cfg)):
+        ours = float(jnp.dot(w.vector(), fit_module._terms(model, pm, targets, spec, None)))
+        with torch.no_grad():
+            theirs = float(ref.objective(body, params, tg, stage))
+        rel = abs(ours - theirs) / max(abs(ours), 1e-12)
+        out.append(dict(stage=spec.name, jax=ours, reference=theirs, rel_diff=rel))
+    return out
+
+
 def smplx_parity(body, model, gt: dict[str, np.ndarray], correspondence: str, n: int = 8) -> float:
     """Max |smplx - h4djax| over the COCO fit points of the first n ground-truth frames (metres)."""
     import torch
@@ -244,7 +275,9 @@ def markdown_section(r: dict) -> str:
         f"collision off; {a['epochs']} epochs for the full-size runs, {a['ref_epochs']} for the prefix runs. Same "
         f"initialization (`init_params`) and model points (correspondence \"{r['correspondence']}\") for both, also "
         f"for generating the input. MPJPE (mm) of the 17 COCO model points, mean over people and frames. "
-        f"smplx vs h4djax forward on the ground truth: max difference {r['smplx_parity_m'] * 1e3:.4f} mm.",
+        f"smplx vs h4djax forward on the ground truth: max difference {r['smplx_parity_m'] * 1e3:.4f} mm; stage "
+        f"objectives at the initialization, reference vs h4djax: max relative difference "
+        f"{max(d['rel_diff'] for d in r['objective_parity_at_init']):.1e}.",
         "",
         "| run | people x frames | time (s) | compile (s) | MPJPE vs GT | MPJPE vs noisy targets |",
         "|---|---:|---:|---:|---:|---:|",
@@ -311,7 +344,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int, default=None, help="default: FitConfig().epochs")
     ap.add_argument("--ref-frames", type=int, default=10, help="frames of the prefix the reference is run on")
     ap.add_argument("--ref-people", type=int, default=1, help="people of the prefix the reference is run on")
-    ap.add_argument("--ref-epochs", type=int, default=1, help="epochs of the prefix runs (reference and ours)")
+    ap.add_argument("--ref-epochs", type=int, default=None,
+                    help="epochs of the prefix runs (reference and ours); default: --epochs")
     ap.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads of the reference run")
     ap.add_argument("--repeats", type=int, default=3, help="steady-state repetitions of our fit (median)")
     ap.add_argument("--correspondence", choices=("regressor", "paper"), default=None,
@@ -344,8 +378,9 @@ def main(argv=None) -> dict:
     cfg = dataclasses.replace(base, epochs=base.epochs if args.epochs is None else args.epochs,
                               stages=tuple(dataclasses.replace(s, w_collision=0.0) for s in base.stages))
     cfg_lbfgs = dataclasses.replace(cfg, stages=tuple(dataclasses.replace(s, optimizer="lbfgs") for s in cfg.stages))
-    cfg_prefix = dataclasses.replace(cfg, epochs=args.ref_epochs)
     args.epochs = cfg.epochs
+    args.ref_epochs = cfg.epochs if args.ref_epochs is None else args.ref_epochs
+    cfg_prefix = dataclasses.replace(cfg, epochs=args.ref_epochs)
 
     model = load_body_model(None)
     corr = cfg.correspondence
@@ -371,6 +406,9 @@ def main(argv=None) -> dict:
         return res
 
     F, P, n, rp = args.frames, args.people, args.ref_frames, args.ref_people
+    obj_parity = objective_parity(body, model, kp[:args.ref_frames], _sub(init_full, args.ref_frames), cfg)
+    log("objective at init, jax vs reference: " + ", ".join(f"{d['stage']} {d['jax']:.4f} / {d['reference']:.4f}"
+                                                             for d in obj_parity))
     ours = score(run_ours(model, kp, cfg, args.repeats), F, P)
     log(f"ours: first {ours['first_call_s']:.1f}s steady {ours['steady_s']:.2f}s MPJPE {ours['mpjpe_gt_mm']:.2f}mm")
     ours_lbfgs = None
@@ -414,6 +452,7 @@ def main(argv=None) -> dict:
                 for s in cfg.stages],
         reference_optimizer=dict(**ref.EGOHUMANS_LBFGS, ftol=ref.EGOHUMANS_FTOL),
         smplx_parity_m=parity,
+        objective_parity_at_init=obj_parity,
         noise_mpjpe_mm=mpjpe_mm(kp, gt_pts),
         init_mpjpe_gt_mm=mpjpe_mm(init_pts, gt_pts),
         init_mpjpe_noisy_mm=mpjpe_mm(init_pts, kp),

@@ -219,10 +219,10 @@ def fit_person(body: SmplxBody, tg: PersonTargets, init: dict[str, np.ndarray], 
     lbfgs = dict(EGOHUMANS_LBFGS if lbfgs is None else lbfgs)
     dt = body.kpt_rows.dtype
     params = {
-        "global_orient": torch.as_tensor(np.asarray(init["global_orient"]), dtype=dt).clone(),
-        "body_pose": torch.as_tensor(np.asarray(init["body_pose"]), dtype=dt).clone(),
-        "transl": torch.as_tensor(np.asarray(init["transl"]), dtype=dt).clone(),
-        "betas": torch.as_tensor(np.asarray(init["betas"]), dtype=dt).reshape(1, -1).clone(),
+        "global_orient": torch.as_tensor(np.array(init["global_orient"]), dtype=dt).clone(),
+        "body_pose": torch.as_tensor(np.array(init["body_pose"]), dtype=dt).clone(),
+        "transl": torch.as_tensor(np.array(init["transl"]), dtype=dt).clone(),
+        "betas": torch.as_tensor(np.array(init["betas"]), dtype=dt).reshape(1, -1).clone(),
     }
     evals = 0
     steps: dict[str, list[int]] = {s.name: [] for s in stages}
@@ -266,7 +266,7 @@ def time_closure_eval(body: SmplxBody, tg: PersonTargets, init: dict[str, np.nda
                       repeats: int = 3) -> float:
     """Median seconds of one closure evaluation (full forward + backward) of `stage` on this person's frames."""
     dt = body.kpt_rows.dtype
-    params = {g: torch.as_tensor(np.asarray(init[g]), dtype=dt).detach().clone() for g in GROUPS}
+    params = {g: torch.as_tensor(np.array(init[g]), dtype=dt).detach().clone() for g in GROUPS}
     params["betas"] = params["betas"].reshape(1, -1)
     for g in GROUPS:
         params[g].requires_grad_(g in stage.free)

@@ -13,6 +13,11 @@ from h4djax.collision import (
     CollisionSettings,
     build_sdf_grid_brute,
     collision_loss,
+    collision_loss_cached,
+    collision_loss_frames,
+    init_grid_cache,
+    pair_penetration,
+    refresh_grids,
     fit_sphere_proxy,
     grid_frame,
     make_collision_fn,
@@ -302,6 +307,79 @@ def test_frames_batched_masks_and_fit_adapter():
                                    rtol=1e-10, atol=1e-14)
 
 
+REFRESH = jax.jit(refresh_grids)  # settings (grid_tolerance included) traced: one program for every tolerance
+CACHED_VG = jax.jit(jax.value_and_grad(lambda c, v, s: jnp.sum(collision_loss_cached(c, v, s)), argnums=1))
+FRESH_VG = jax.jit(jax.value_and_grad(lambda v, f, s: jnp.sum(collision_loss_frames(v, f, s))))
+
+
+def test_grid_cache_reuse_refresh_and_skip():
+    """The fit's grid cache (refresh_grids + collision_loss_cached): with fresh grids it is the reference loss
+    (value and gradient); nothing is rebuilt when nothing moved; a move below the tolerance keeps the old grid,
+    whose exact effect is the old configuration's penetration for that owner; a move above it rebuilds exactly
+    that person-frame; a frame whose boxes do not overlap is never built."""
+    v = ICO_V * 0.5
+    fj = jnp.asarray(ICO_F)
+    offsets = [0.7, 1.5, 0.8, 0.6]  # frame 1: boxes 0.5 m apart
+    verts = jnp.asarray(np.stack([np.stack([v, v + [o, 0.05, 0]]) for o in offsets]))  # [F, P, V, 3]
+    s = CollisionSettings(grid_tolerance=0.005)
+    cache = REFRESH(init_grid_cache(4, 2, len(v), s, verts.dtype), verts, fj, s)
+    assert int(cache.builds) == 6  # 3 overlapping frames x 2 people
+    np.testing.assert_array_equal(np.asarray(cache.grids.values[1]), 0.0)  # never built
+    (val, g), (want, g_want) = CACHED_VG(cache, verts, s), FRESH_VG(verts, fj, s)
+    np.testing.assert_allclose(float(val), float(want), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g_want), rtol=1e-10, atol=1e-14)
+    again = REFRESH(cache, verts, fj, s)
+    assert int(again.builds) == 6
+    np.testing.assert_array_equal(np.asarray(again.grids.values), np.asarray(cache.grids.values))
+
+    # person 1 of frame 0 moves 2 mm (< 5 mm): its grid is kept. Person 0's grid is unchanged (it did not move),
+    # so the cached frame-0 loss is (pen_new[0, 1] + pen_old[1, 0]) / P^2 exactly.
+    shift = jnp.asarray([0.0, 0.0, 0.002])
+    moved = verts.at[0, 1].add(shift)
+    kept = REFRESH(cache, moved, fj, s)
+    assert int(kept.builds) == 6
+    per = np.asarray(collision_loss_cached(kept, moved, s))
+    pen_old = np.asarray(pair_penetration(verts[0], fj, s))
+    pen_new = np.asarray(pair_penetration(moved[0], fj, s))
+    np.testing.assert_allclose(per[0], (pen_new[0, 1] + pen_old[1, 0]) / 4, rtol=1e-12)
+    assert abs(pen_new[1, 0] - pen_old[1, 0]) > 1e-4  # the stale grid really differs from a fresh one
+    np.testing.assert_allclose(per[2:], np.asarray(collision_loss_frames(verts, fj, s))[2:], rtol=1e-12)
+
+    # 1 cm (> 5 mm): exactly that person-frame is rebuilt, and the cached loss is the fresh one again
+    moved = verts.at[0, 1].add(5 * shift)
+    rebuilt = REFRESH(kept, moved, fj, s)
+    assert int(rebuilt.builds) == 7
+    np.testing.assert_allclose(np.asarray(collision_loss_cached(rebuilt, moved, s)),
+                               np.asarray(collision_loss_frames(moved, fj, s)), rtol=1e-12)
+    # tolerance 0 (traced: same program): the 2 mm move is rebuilt (the reference); the separated frame, once its
+    # people overlap, is built
+    s0 = CollisionSettings(grid_tolerance=0.0)
+    closer = moved.at[1, 1].add(jnp.asarray([-0.8, 0.0, 0.0]))
+    ref = REFRESH(rebuilt, closer.at[0, 1].add(shift), fj, s0)
+    assert int(ref.builds) == 7 + 1 + 2
+    assert REFRESH._cache_size() == 1
+
+
+def test_collision_term_stateful_matches_stateless():
+    """CollisionTerm.apply on an empty cache (what a fit stage's first iteration does) = CollisionTerm.__call__
+    (the reference: every grid built), value and gradient, with padded (absent) people and frames."""
+    v = ICO_V * 0.5
+    fj = jnp.asarray(ICO_F)
+    offsets = [0.6, 0.9, 1.5]
+    three = np.stack([np.stack([v, v + [o, 0.05, 0], v + [0.3, 0.0, 0.1]]) for o in offsets])
+    pm = jnp.asarray(np.swapaxes(three, 0, 1))  # people-major [P, F, V, 3]
+    mask = jnp.asarray([[1, 1, 1], [1, 1, 0], [0, 1, 1]], pm.dtype)
+    term = make_collision_fn(fj, CollisionSettings(grid_tolerance=0.01))
+    assert term.stateful
+    want, g_want = jax.value_and_grad(term)(pm, mask)
+    state = term.init_state(3, 3, len(v), pm.dtype)
+    (val, state), g = jax.value_and_grad(lambda x: term.apply(state, x, mask), has_aux=True)(pm)
+    np.testing.assert_allclose(float(val), float(want), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g_want), rtol=1e-10, atol=1e-14)
+    assert float(val) > 0
+    assert not make_collision_fn(fj, CollisionSettings(method="spheres")).stateful
+
+
 def test_settings_from_config():
     s = CollisionSettings.from_config(CollisionConfig(grid_size=16, padding=1.3, method="spheres", grid_cube=False))
     assert s.grid_size == 16 and s.method == "spheres" and not s.cube and float(s.padding) == pytest.approx(1.3)
@@ -309,6 +387,9 @@ def test_settings_from_config():
         CollisionSettings.from_config(CollisionConfig(method="mesh"))
     with pytest.raises(ConfigError, match="collision.builder"):
         CollisionSettings.from_config(CollisionConfig(builder="bvh"))
+    assert float(CollisionSettings.from_config(CollisionConfig(grid_tolerance=0.02)).grid_tolerance) == 0.02
+    with pytest.raises(ConfigError, match="grid_tolerance"):
+        CollisionSettings.from_config(CollisionConfig(grid_tolerance=-0.01))
 
 
 # ------------------------------------------------------------------------------------------------ spheres

@@ -81,6 +81,8 @@ __all__ = [
 #: Working-set budget of one frame chunk (bytes); see ``_auto_chunk``. Measured on the 2-core CPU with 20 cameras
 #: (1.9 MB per frame): 16-frame chunks ran 2-3x faster per frame than 64- or 128-frame chunks (cache-resident).
 CHUNK_BUDGET_BYTES = 24 * 2**20
+#: Upper bound on frames x people x joints per chunk (see ``_auto_chunk``).
+MAX_CHUNK_TRACKS = 4096
 
 
 @struct.dataclass
@@ -374,7 +376,11 @@ def _auto_chunk(num_frames: int, num_cams: int, people: int, joints: int, itemsi
     pairs = max(1, num_cams * (num_cams - 1) // 2)
     # Live per pair: the 4x4 Jacobi state (26 arrays) and the per-camera errors / sets of the pair stage.
     per_frame = people * joints * pairs * (2 * num_cams + 32) * itemsize
-    return int(max(1, min(num_frames, CHUNK_BUDGET_BYTES // max(per_frame, 1))))
+    chunk = CHUNK_BUDGET_BYTES // max(per_frame, 1)
+    # At most MAX_CHUNK_TRACKS tracks per chunk: jaxlib 0.10.2's CPU "ynn" fusion computes batched projections of
+    # more than ~11k points per camera wrongly (docs/triangulation_report.md); few-camera rigs would exceed that.
+    chunk = min(chunk, MAX_CHUNK_TRACKS // max(people * joints, 1))
+    return int(max(1, min(num_frames, chunk)))
 
 
 def _sanitize(keypoints: Float[Array, "... 3"]) -> tuple[Float[Array, "... 2"], Float[Array, "..."]]:
