@@ -334,7 +334,7 @@ def test_grid_cache_reuse_refresh_and_skip():
 
     # person 1 of frame 0 moves 2 mm (< 5 mm): its grid is kept. Person 0's grid is unchanged (it did not move),
     # so the cached frame-0 loss is (pen_new[0, 1] + pen_old[1, 0]) / P^2 exactly.
-    shift = jnp.asarray([0.0, 0.0, 0.002])
+    shift = jnp.asarray([-0.002, 0.0, 0.0])  # towards person 0
     moved = verts.at[0, 1].add(shift)
     kept = REFRESH(cache, moved, fj, s)
     assert int(kept.builds) == 6
@@ -342,7 +342,7 @@ def test_grid_cache_reuse_refresh_and_skip():
     pen_old = np.asarray(pair_penetration(verts[0], fj, s))
     pen_new = np.asarray(pair_penetration(moved[0], fj, s))
     np.testing.assert_allclose(per[0], (pen_new[0, 1] + pen_old[1, 0]) / 4, rtol=1e-12)
-    assert abs(pen_new[1, 0] - pen_old[1, 0]) > 1e-4  # the stale grid really differs from a fresh one
+    assert abs(pen_new[1, 0] - pen_old[1, 0]) > 1e-2  # the stale grid really differs from a fresh one
     np.testing.assert_allclose(per[2:], np.asarray(collision_loss_frames(verts, fj, s))[2:], rtol=1e-12)
 
     # 1 cm (> 5 mm): exactly that person-frame is rebuilt, and the cached loss is the fresh one again

@@ -406,7 +406,7 @@ def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 
     kneel = dict(leg("left", flex=20, knee=110, abd=36, ankle=-40) | leg("right", flex=20, knee=110, abd=36, ankle=-40)
                  | spine(flex=35) | head(flex=-15) | arm("left", az=80, el=-50) | arm("right", az=80, el=-50)
                  | elbow("left", 20) | elbow("right", 20))
-    guard_a = dict(lying | leg("left", flex=75, knee=80, abd=35) | leg("right", flex=75, knee=80, abd=35))
+    guard_a = dict(lying | leg("left", flex=70, knee=85, abd=50) | leg("right", flex=70, knee=85, abd=50))
     guard_b = dict(leg("left", flex=30, knee=100, abd=14, ankle=-40) | leg("right", flex=30, knee=100, abd=14,
                    ankle=-40) | spine(flex=30) | head(flex=-10) | arm("left", az=80, el=-45)
                    | arm("right", az=80, el=-45) | elbow("left", 15) | elbow("right", 15))
@@ -416,7 +416,7 @@ def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 
     a_grip = {"left": Contact("upper_arm_right", pole=(1.0, -0.5, 0.0)),
               "right": Contact("upper_arm_left", pole=(1.0, -0.5, 0.0))}
     mount_at = _place(c, yaw, (0.0, 0.10))  # B's pelvis a little towards A's head from A's pelvis
-    guard_at = _place(c, yaw, (0.0, 0.55))  # B between A's knees (towards A's feet)
+    guard_at = _place(c, yaw, (0.0, 0.62))  # B between A's knees (towards A's feet)
     A.add(t, Pose(pa, yaw, pitch=-90, joints=lying))
     B.add(t, Pose(mount_at, yaw + 180, joints=kneel))
     mode = 0
