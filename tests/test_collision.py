@@ -308,8 +308,19 @@ def test_frames_batched_masks_and_fit_adapter():
 
 
 REFRESH = jax.jit(refresh_grids)  # settings (grid_tolerance included) traced: one program for every tolerance
-CACHED_VG = jax.jit(jax.value_and_grad(lambda c, v, s: jnp.sum(collision_loss_cached(c, v, s)), argnums=1))
-FRESH_VG = jax.jit(jax.value_and_grad(lambda v, f, s: jnp.sum(collision_loss_frames(v, f, s))))
+PEN = jax.jit(pair_penetration)
+
+
+def _sum_and_frames(fn):
+    """value_and_grad of the summed per-frame losses, per-frame losses as aux (one program for both)."""
+    def f(*a):
+        per = fn(*a)
+        return jnp.sum(per), per
+    return f
+
+
+CACHED_VG = jax.jit(jax.value_and_grad(_sum_and_frames(collision_loss_cached), argnums=1, has_aux=True))
+FRESH_VG = jax.jit(jax.value_and_grad(_sum_and_frames(collision_loss_frames), has_aux=True))
 
 
 def test_grid_cache_reuse_refresh_and_skip():
@@ -325,7 +336,7 @@ def test_grid_cache_reuse_refresh_and_skip():
     cache = REFRESH(init_grid_cache(4, 2, len(v), s, verts.dtype), verts, fj, s)
     assert int(cache.builds) == 6  # 3 overlapping frames x 2 people
     np.testing.assert_array_equal(np.asarray(cache.grids.values[1]), 0.0)  # never built
-    (val, g), (want, g_want) = CACHED_VG(cache, verts, s), FRESH_VG(verts, fj, s)
+    ((val, _), g), ((want, _), g_want) = CACHED_VG(cache, verts, s), FRESH_VG(verts, fj, s)
     np.testing.assert_allclose(float(val), float(want), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(g), np.asarray(g_want), rtol=1e-10, atol=1e-14)
     again = REFRESH(cache, verts, fj, s)
@@ -338,19 +349,19 @@ def test_grid_cache_reuse_refresh_and_skip():
     moved = verts.at[0, 1].add(shift)
     kept = REFRESH(cache, moved, fj, s)
     assert int(kept.builds) == 6
-    per = np.asarray(collision_loss_cached(kept, moved, s))
-    pen_old = np.asarray(pair_penetration(verts[0], fj, s))
-    pen_new = np.asarray(pair_penetration(moved[0], fj, s))
+    per = np.asarray(CACHED_VG(kept, moved, s)[0][1])
+    pen_old = np.asarray(PEN(verts[0], fj, s))
+    pen_new = np.asarray(PEN(moved[0], fj, s))
     np.testing.assert_allclose(per[0], (pen_new[0, 1] + pen_old[1, 0]) / 4, rtol=1e-12)
     assert abs(pen_new[1, 0] - pen_old[1, 0]) > 1e-2  # the stale grid really differs from a fresh one
-    np.testing.assert_allclose(per[2:], np.asarray(collision_loss_frames(verts, fj, s))[2:], rtol=1e-12)
+    np.testing.assert_allclose(per[2:], np.asarray(FRESH_VG(verts, fj, s)[0][1])[2:], rtol=1e-12)
 
     # 1 cm (> 5 mm): exactly that person-frame is rebuilt, and the cached loss is the fresh one again
     moved = verts.at[0, 1].add(5 * shift)
     rebuilt = REFRESH(kept, moved, fj, s)
     assert int(rebuilt.builds) == 7
-    np.testing.assert_allclose(np.asarray(collision_loss_cached(rebuilt, moved, s)),
-                               np.asarray(collision_loss_frames(moved, fj, s)), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(CACHED_VG(rebuilt, moved, s)[0][1]),
+                               np.asarray(FRESH_VG(moved, fj, s)[0][1]), rtol=1e-12)
     # tolerance 0 (traced: same program): the 2 mm move is rebuilt (the reference); the separated frame, once its
     # people overlap, is built
     s0 = CollisionSettings(grid_tolerance=0.0)
@@ -371,9 +382,9 @@ def test_collision_term_stateful_matches_stateless():
     mask = jnp.asarray([[1, 1, 1], [1, 1, 0], [0, 1, 1]], pm.dtype)
     term = make_collision_fn(fj, CollisionSettings(grid_tolerance=0.01))
     assert term.stateful
-    want, g_want = jax.value_and_grad(term)(pm, mask)
+    want, g_want = jax.jit(jax.value_and_grad(term))(pm, mask)
     state = term.init_state(3, 3, len(v), pm.dtype)
-    (val, state), g = jax.value_and_grad(lambda x: term.apply(state, x, mask), has_aux=True)(pm)
+    (val, state), g = jax.jit(jax.value_and_grad(lambda x, st: term.apply(st, x, mask), has_aux=True))(pm, state)
     np.testing.assert_allclose(float(val), float(want), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(g), np.asarray(g_want), rtol=1e-10, atol=1e-14)
     assert float(val) > 0
