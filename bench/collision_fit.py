@@ -9,10 +9,12 @@ For every capture the 2D filter, triangulation and refinement run once (`h4djax.
 the three-stage fit runs once per variant on the same refined keypoints:
 
 - `off`: stage-3 w_collision = 0 (the joints-only forward);
-- `sdf tol=T`: the default stage 3 (w_collision = 1, SDF grids 32^3 as EgoHumans) with the fit's grid cache
-  rebuilding a person-frame's grid after it moved more than T metres (`collision.grid_tolerance`; T = 0 is the
-  reference: a fresh grid in every iteration);
-- `spheres`: the sphere proxy (`collision.method = "spheres"`, 128 balls).
+- `sdf:T:K:E`: stage 3 with w_collision = 1 (SDF grids 32^3 as EgoHumans) and the fit's grid cache: every K-th
+  iteration, a person-frame's grid is rebuilt if it moved more than T metres since it was built
+  (`collision.grid_tolerance`, `collision.grid_refresh`), and the term is on in the last E epochs only
+  (`fit.collision_epochs`, 0 = all). `sdf:0:1:0` is the reference (a fresh grid in every iteration, every epoch);
+- `default`: the configuration's own values;
+- `spheres[:E]`: the sphere proxy (`collision.method = "spheres"`, 128 balls).
 
 Scores against the ground truth of the capture (its SMPL parameters through the same body model):
 - MPJPE (mm) of the fitted COCO-17 keypoints (the model's regressor, as `h4d fit` writes them) vs gt joints3d;
@@ -84,20 +86,26 @@ def ensure_capture(cache: Path, scenario: str, frames: int, cameras: int, fps: f
 
 
 def variant_config(base: Config, name: str) -> Config:
-    """`off`, `sdf:TOL` (grid tolerance in metres) or `spheres`."""
-    col = base.collision
+    """`off`; `default` (the config as is); `sdf:TOL[:REFRESH[:EPOCHS]]` (grid tolerance in metres, grid refresh
+    period in iterations, collision in the last EPOCHS epochs only, 0 = all); `spheres[:EPOCHS]`."""
+    col, fit = base.collision, base.fit
     if name == "off":
-        fit = dataclasses.replace(base.fit, stages=tuple(dataclasses.replace(s, w_collision=0.0)
-                                                         for s in base.fit.stages))
-        return dataclasses.replace(base, fit=fit)
-    if name.startswith("sdf:"):
-        col = dataclasses.replace(col, method="sdf", grid_tolerance=float(name[4:]))
-    elif name == "spheres":
+        return dataclasses.replace(base, fit=dataclasses.replace(fit, stages=tuple(
+            dataclasses.replace(s, w_collision=0.0) for s in fit.stages)))
+    assert any(s.w_collision != 0 for s in fit.stages), "the base config has no collision term"
+    if name == "default":
+        return base
+    kind, *vals = name.split(":")
+    if kind == "sdf" and 1 <= len(vals) <= 3:
+        vals = vals + ["1", "0"][len(vals) - 1:]
+        col = dataclasses.replace(col, method="sdf", grid_tolerance=float(vals[0]), grid_refresh=int(vals[1]))
+        fit = dataclasses.replace(fit, collision_epochs=int(vals[2]))
+    elif kind == "spheres" and len(vals) <= 1:
         col = dataclasses.replace(col, method="spheres")
+        fit = dataclasses.replace(fit, collision_epochs=int(vals[0]) if vals else 0)
     else:
         raise SystemExit(f"unknown variant {name!r}")
-    assert any(s.w_collision != 0 for s in base.fit.stages), "the base config has no collision term"
-    return dataclasses.replace(base, collision=col)
+    return dataclasses.replace(base, collision=col, fit=fit)
 
 
 class _CountingTerm:
@@ -197,6 +205,7 @@ def run_capture(cap_dir: Path, variants: list[str], model, base: Config, epochs:
             r["grid_builds"] = int(b.sum())
             r["grid_builds_per_iteration"] = round(float(b.mean()), 2)
             r["grid_builds_first_iteration_mean"] = round(float(b[:: cfg.fit.stages[-1].iters].mean()), 1)
+            r["grid_builds_reference"] = int(b[:: cfg.fit.stages[-1].iters].sum()) * cfg.fit.stages[-1].iters
         out["variants"][name] = r
         c = r["contact"]
         if counter is not None:
@@ -267,8 +276,9 @@ def write_results_section(section: str, path: Path) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="hug,wrestle", help="comma-separated synth scenarios")
-    ap.add_argument("--variants", default="off,sdf:0.01,sdf:0.003",
-                    help="comma-separated: off, sdf:TOL (grid tolerance, m; sdf:0 = reference), spheres")
+    ap.add_argument("--variants", default="off,default",
+                    help="comma-separated: off, default, sdf:TOL[:REFRESH[:EPOCHS]] (sdf:0:1:0 = reference), "
+                         "spheres[:EPOCHS]")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--cameras", type=int, default=10)
     ap.add_argument("--fps", type=float, default=10.0)

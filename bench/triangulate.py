@@ -59,7 +59,7 @@ _TEMPLATE = np.array([
     [0.19, 0.00, 1.42], [-0.19, 0.00, 1.42], [0.25, 0.05, 1.15], [-0.25, 0.05, 1.15], [0.27, 0.15, 0.92],
     [-0.27, 0.15, 0.92], [0.10, 0.00, 0.95], [-0.10, 0.00, 0.95], [0.11, 0.03, 0.52], [-0.11, 0.03, 0.52],
     [0.12, 0.00, 0.08], [-0.12, 0.00, 0.08]])
-_LR = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
+_TEMPLATE[:, 0] *= -1.0  # facing +y with z up, the subject's left is -x
 
 
 def _look_at(center, target):
@@ -247,6 +247,22 @@ def _largest_person(kp: np.ndarray) -> np.ndarray:
     return np.take_along_axis(kp, idx[:, :, None, None, None], axis=2)
 
 
+def left_is_left(xyz: np.ndarray, valid: np.ndarray) -> float:
+    """Fraction of frames where the COCO "left" shoulder/hip/eye really is on the subject's left.
+
+    up = mid-hip -> mid-shoulder, forward = mid-ear -> nose (the face direction); in a right-handed world the
+    subject's left is up x forward. Majority vote of shoulders, hips and eyes per frame. A mirrored keypoint order
+    gives ~0 here, which the symmetric limb-length checks cannot see."""
+    need = [0, 1, 2, 3, 4, 5, 6, 11, 12]
+    m = valid[:, need].all(-1)
+    x = xyz[m]
+    up = 0.5 * (x[:, 5] + x[:, 6]) - 0.5 * (x[:, 11] + x[:, 12])
+    fwd = x[:, 0] - 0.5 * (x[:, 3] + x[:, 4])
+    left = np.cross(up, fwd)
+    votes = [np.sum((x[:, a] - x[:, b]) * left, -1) > 0 for a, b in ((5, 6), (11, 12), (1, 2))]
+    return float(np.mean(np.mean(votes, axis=0) > 0.5)) if m.any() else float("nan")
+
+
 def run_real(cfg: TriangulationConfig) -> dict:
     from h4djax.io.openpose import read_openpose
     from h4djax.io.pose2sim import read_pose2sim_toml
@@ -304,6 +320,7 @@ def run_real(cfg: TriangulationConfig) -> dict:
         "thigh_l_r_m": [seg(11, 13), seg(12, 14)], "shank_l_r_m": [seg(13, 15), seg(14, 16)],
         "shoulder_width_m": seg(5, 6), "hip_width_m": seg(11, 12), "eye_distance_m": seg(1, 2),
         "nose_to_eye_m": [seg(0, 1), seg(0, 2)],
+        "left_is_left_fraction": left_is_left(xyz, v),
     }
     return out
 

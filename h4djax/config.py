@@ -147,6 +147,9 @@ class FitConfig:
     correspondence: str = "regressor"
     """Model points matched to COCO keypoints: "regressor" (all 17 from the model's COCO keypoint regressor) or
     "paper" (PIPELINE.md 1.5: face from mesh vertices, body = SMPL joints). See h4djax.fit.fit.model_points."""
+    collision_epochs: int = 0
+    """Stages with w_collision != 0 evaluate the collision term in the last N epochs only (0 = every epoch, as
+    EgoHumans). The term needs the full mesh and the SDF grids, by far the most expensive part of the fit on CPU."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,9 @@ class CollisionConfig:
     that person's vertices moved more than this (metres) since it was built; 0 = rebuild whenever anything moved
     (the reference). The grid is a constant of the loss in the reference too; a cached one differs from a fresh one
     by about this distance (h4djax.collision.loss, docs/collision_report.md)."""
+    grid_refresh: int = 1
+    """Body fit, method "sdf": the grid cache looks for stale grids every n-th Adam iteration only (1 = every
+    iteration, the reference). Bounds the grid builds to (needed person-frames) / n per iteration."""
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,8 @@ def collision_fn_for(model: BodyModel, cfg: Config) -> CollisionFn:
     settings = CollisionSettings.from_config(cfg.collision)
     key = (model.name, model.sha256, model.num_verts, settings.grid_size, settings.vertex_stride, settings.method,
            settings.cube, settings.builder, settings.frame_chunk, float(settings.padding),
-           float(settings.robustifier), float(settings.grid_tolerance), cfg.collision.n_spheres)
+           float(settings.robustifier), float(settings.grid_tolerance), settings.grid_refresh,
+           cfg.collision.n_spheres)
     if key not in _COLLISION_CACHE:
         spheres = None
         if settings.method == "spheres":

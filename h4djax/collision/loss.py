@@ -85,6 +85,9 @@ class CollisionSettings:
     """True: cube grid over the largest box extent (reference); False: per-axis padded box (finer on thin axes)."""
     builder: str = struct.field(pytree_node=False, default="fast")
     """"fast" (ray parity + branch-and-bound distance, closed meshes) or "brute" (winding numbers, any mesh)."""
+    grid_refresh: int = struct.field(pytree_node=False, default=1)
+    """Fit only (`CollisionTerm.apply`): stale grids are looked for and rebuilt every n-th evaluation (the n-1 in
+    between use the cache as it is); 1 = every evaluation."""
     frame_chunk: int = struct.field(pytree_node=False, default=0)
     """Frames vmapped together inside `collision_loss_frames` (chunks run as a sequential lax.map): bounds memory.
     0 = automatic: 1 on CPU (batched while loops only add work there: 112 vs 182 ms per frame at 1 vs 4),
@@ -101,16 +104,17 @@ class CollisionSettings:
             from h4djax.errors import ConfigError
 
             raise ConfigError(f"collision.builder: expected one of {_BUILDERS}, got {cfg.builder!r}")
-        if cfg.grid_size < 2 or cfg.vertex_stride < 1 or cfg.frame_chunk < 0 or not cfg.grid_tolerance >= 0:
+        if (cfg.grid_size < 2 or cfg.vertex_stride < 1 or cfg.frame_chunk < 0 or not cfg.grid_tolerance >= 0
+                or cfg.grid_refresh < 1):
             from h4djax.errors import ConfigError
 
             raise ConfigError("collision: grid_size must be >= 2, vertex_stride >= 1, frame_chunk >= 0, "
-                              f"grid_tolerance >= 0 (got {cfg.grid_size}, {cfg.vertex_stride}, {cfg.frame_chunk}, "
-                              f"{cfg.grid_tolerance})")
+                              f"grid_tolerance >= 0, grid_refresh >= 1 (got {cfg.grid_size}, {cfg.vertex_stride}, "
+                              f"{cfg.frame_chunk}, {cfg.grid_tolerance}, {cfg.grid_refresh})")
         return cls(padding=float(cfg.padding), robustifier=float(cfg.robustifier),
                    grid_tolerance=float(cfg.grid_tolerance), grid_size=int(cfg.grid_size),
                    vertex_stride=int(cfg.vertex_stride), method=cfg.method, cube=bool(cfg.grid_cube),
-                   builder=cfg.builder, frame_chunk=int(cfg.frame_chunk))
+                   builder=cfg.builder, frame_chunk=int(cfg.frame_chunk), grid_refresh=int(cfg.grid_refresh))
 
 
 @struct.dataclass
@@ -272,11 +276,13 @@ class GridCache:
     grids: SdfGrid with leaves values f[frames, people, g, g, g], lo / spacing f[frames, people, 3].
     source: f[frames, people, verts, 3] the vertices each grid was built from (metres; +inf = never built).
     builds: i[] grids built so far (diagnostic: the cost of the term is about builds x one grid build).
+    step: i[] evaluations so far (`CollisionTerm.apply` refreshes when step % grid_refresh == 0).
     """
 
     grids: SdfGrid
     source: Float[Array, "frames people verts 3"]
     builds: Int[Array, ""]
+    step: Int[Array, ""]
 
 
 def init_grid_cache(frames: int, people: int, num_verts: int, settings: CollisionSettings,
@@ -286,7 +292,7 @@ def init_grid_cache(frames: int, people: int, num_verts: int, settings: Collisio
     grids = SdfGrid(values=jnp.zeros((frames, people, g, g, g), dtype), lo=jnp.zeros((frames, people, 3), dtype),
                     spacing=jnp.ones((frames, people, 3), dtype))
     return GridCache(grids=grids, source=jnp.full((frames, people, num_verts, 3), jnp.inf, dtype),
-                     builds=jnp.zeros((), jnp.int32))
+                     builds=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32))
 
 
 def refresh_grids(
@@ -323,7 +329,8 @@ def refresh_grids(
                         batch_size=_batch(max(1, min(_frame_chunk(settings), f * p))))
     grids = jax.tree_util.tree_map(lambda t: t.reshape((f, p) + t.shape[1:]), grids)
     source = jnp.where(stale[..., None, None], v, cache.source)
-    return GridCache(grids=grids, source=source, builds=cache.builds + jnp.sum(stale, dtype=jnp.int32))
+    return GridCache(grids=grids, source=source, builds=cache.builds + jnp.sum(stale, dtype=jnp.int32),
+                     step=cache.step)
 
 
 def collision_loss_cached(
@@ -354,7 +361,8 @@ class CollisionTerm:
 
     With method "sdf" it is also stateful (`stateful = True`), which the fit's Adam stages use:
     `init_state(people, frames, verts, dtype) -> GridCache` and `apply(state, verts, frame_mask) -> (loss,
-    state)`, which refreshes the stale grids (`refresh_grids`, `grid_tolerance`) and evaluates with the cache.
+    state)`, which refreshes the stale grids (`refresh_grids`, `grid_tolerance`) every `grid_refresh`-th call and
+    evaluates with the cache.
     A fixed Python object hashed by identity, as `fit_batch`'s static `collision_fn` needs.
     """
 
@@ -386,7 +394,12 @@ class CollisionTerm:
               frame_mask: Float[Array, "people frames"]) -> tuple[Float[Array, ""], GridCache]:
         valid, present = self._frames(frame_mask)
         v = jnp.swapaxes(verts, 0, 1)
-        state = refresh_grids(state, v, self.mesh, self.settings, valid)
+        refresh = lambda st: refresh_grids(st, v, self.mesh, self.settings, valid)  # noqa: E731
+        if self.settings.grid_refresh == 1:
+            state = refresh(state)
+        else:
+            state = jax.lax.cond(state.step % self.settings.grid_refresh == 0, refresh, lambda st: st, state)
+        state = state.replace(step=state.step + 1)
         return self._mean(collision_loss_cached(state, v, self.settings, valid), present), state
 
 

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default demo_out)")
     p.add_argument("--cameras", type=int, default=16)
-    p.add_argument("--frames", type=int, default=150)
+    p.add_argument("--frames", type=int, default=120)
     p.add_argument("--scenario", default="hug")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", type=Path, default=None, help="engine config preset (default: the paper's values)")
@@ -133,9 +133,12 @@ def _plots(out: Path, capture, result, report) -> None:
             for a, b in LIMBS:
                 ax.plot(uv_gt[0, p, [a, b], 0], uv_gt[0, p, [a, b], 1], color="tab:green", lw=2.5, alpha=0.6)
                 ax.plot(uv_fit[0, p, [a, b], 0], uv_fit[0, p, [a, b], 1], color=colors[p % 4], lw=1.2)
+        # Zoom on the people (ground-truth box + 15% margin), clipped to the image.
         w, h = np.asarray(cam.size)[0]
-        ax.set_xlim(0, w)
-        ax.set_ylim(h, 0)
+        lo, hi = np.nanmin(uv_gt[0].reshape(-1, 2), 0), np.nanmax(uv_gt[0].reshape(-1, 2), 0)
+        pad = 0.15 * (hi - lo).max()
+        ax.set_xlim(max(lo[0] - pad, 0), min(hi[0] + pad, w))
+        ax.set_ylim(min(hi[1] + pad, h), max(lo[1] - pad, 0))
         ax.set_aspect("equal")
         ax.set_title(f"{cam.names[0]}, frame {f}")
     np.atleast_1d(axes)[0].legend(loc="lower left", fontsize=7)

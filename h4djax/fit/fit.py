@@ -19,6 +19,7 @@ hypergradients w.r.t. loss weights, keypoints or cameras work. optax's L-BFGS wi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -78,6 +79,8 @@ class StageSpec:
     joints: str = "all"
     use_collision: bool = False
     correspondence: str = "regressor"
+    collision_epochs: int = 0
+    """With use_collision: evaluate the term in the last `collision_epochs` epochs only (0 = every epoch)."""
 
     def __post_init__(self):
         bad = [g for g in self.free if g not in GROUPS]
@@ -89,6 +92,8 @@ class StageSpec:
             raise ValueError(f"stage '{self.name}': correspondence must be one of {CORRESPONDENCES}")
         if self.joints not in ("all", "torso"):
             raise ValueError(f"stage '{self.name}': joints must be 'all' or 'torso', got '{self.joints}'")
+        if self.collision_epochs < 0:
+            raise ValueError(f"stage '{self.name}': collision_epochs must be >= 0, got {self.collision_epochs}")
 
 
 @struct.dataclass
@@ -124,7 +129,8 @@ def stages_from_config(cfg: FitConfig, collision_available: bool = False
     """Split the config's stages into static specs and traced weights.
 
     The collision term is evaluated (and needs the full mesh) only in stages whose configured w_collision is
-    non-zero; turning it on or off is a structural change (recompiles), its value is not.
+    non-zero, and there only in the last `cfg.collision_epochs` epochs (0 = all); turning it on or off is a
+    structural change (recompiles), its value is not.
     """
     specs, weights = [], []
     for st in cfg.stages:
@@ -132,7 +138,8 @@ def stages_from_config(cfg: FitConfig, collision_available: bool = False
         if use_col and not collision_available:
             raise ValueError(f"stage '{st.name}' has w_collision={st.w_collision} but no collision term was given")
         specs.append(StageSpec(name=st.name, free=tuple(st.free), iters=st.iters, optimizer=st.optimizer,
-                               joints=st.joints, use_collision=use_col, correspondence=cfg.correspondence))
+                               joints=st.joints, use_collision=use_col, correspondence=cfg.correspondence,
+                               collision_epochs=cfg.collision_epochs if use_col else 0))
         weights.append(StageWeights(*(jnp.asarray(getattr(st, f), jnp.float32) for f in (
             "w_joint", "w_reg", "w_limb", "w_symm", "w_temporal", "w_beta", "w_collision", "learning_rate"))))
     return tuple(specs), tuple(weights)
@@ -261,15 +268,34 @@ def fit_targets(model: BodyModel, targets: losses.FitTargets, specs: tuple[Stage
             global_orient=jnp.swapaxes(init.global_orient, 0, 1), body_pose=jnp.swapaxes(init.body_pose, 0, 1),
             betas=init.betas, transl=jnp.swapaxes(init.transl, 0, 1)))
 
-    def epoch(params, _):
-        hist, tot = [], []
-        for spec, wts in zip(specs, weights):  # static, a handful of stages
-            params, h, t = _run_stage(model, params, targets, spec, wts, collision_fn)
-            hist.append(h)
-            tot.append(t)
-        return params, (tuple(hist), tuple(tot))
+    def epoch_fn(specs_):
+        def epoch(params, _):
+            hist, tot = [], []
+            for spec, wts in zip(specs_, weights):  # static, a handful of stages
+                params, h, t = _run_stage(model, params, targets, spec, wts, collision_fn)
+                hist.append(h)
+                tot.append(t)
+            return params, (tuple(hist), tuple(tot))
+        return epoch
 
-    params, (hist, tot) = jax.lax.scan(epoch, init, None, length=epochs)
+    # Epochs whose stage structure is the same run as one scan; a stage with collision_epochs = n > 0 evaluates
+    # the collision term only in the last n epochs, so the schedule splits into (at most a few) runs of epochs.
+    def specs_at(e):
+        return tuple(dataclasses.replace(s, use_collision=False)
+                     if s.use_collision and 0 < s.collision_epochs <= epochs - 1 - e else s for s in specs)
+
+    runs: list[tuple[tuple[StageSpec, ...], int]] = []
+    for e in range(epochs):
+        sp = specs_at(e)
+        if runs and runs[-1][0] == sp:
+            runs[-1] = (sp, runs[-1][1] + 1)
+        else:
+            runs.append((sp, 1))
+    params, parts = init, []
+    for sp, n in runs:
+        params, part = jax.lax.scan(epoch_fn(sp), params, None, length=n)
+        parts.append(part)
+    hist, tot = jax.tree.map(lambda *x: jnp.concatenate(x, axis=0), *parts) if len(parts) > 1 else parts[0]
     return params, FitSummary(history=hist, total=tot)
 
 

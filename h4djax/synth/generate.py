@@ -271,7 +271,7 @@ def _forward(model: BodyModel, rv: np.ndarray, betas: np.ndarray, transl: np.nda
     v, j, k = _forward_chunks(model, go, bp, jnp.asarray(betas, jnp.float32), tr)
 
     def back(a):  # [n, P, chunk, ...] -> [P, F, ...]
-        a = np.moveaxis(np.asarray(a), 0, 1)
+        a = np.moveaxis(np.array(a), 0, 1)  # a writable copy: callers shift the vertices in place
         return a.reshape((P, n * chunk) + a.shape[3:])[:, :F]
 
     return back(v), back(j), back(k)
