@@ -26,14 +26,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+# jaxlib 0.10.2's CPU "ynn" fusion miscomputes batched projections of > ~11k points (docs/triangulation_report.md);
+# the synthetic generator projects whole sequences, so it is disabled for the whole benchmark (before jax loads).
+if "--keep-ynn" not in sys.argv:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_experimental_ynn_fusion_type=").strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -149,10 +155,22 @@ def load_input(args):
         from h4djax.synth.config import load_synth_config
         from h4djax.synth.generate import generate
 
-        cfg = load_synth_config(args.preset)
+        preset = Path(args.preset)
+        cfg = load_synth_config(preset if preset.exists() else None)
         t0 = time.perf_counter()
         sc = generate(cfg, measure_frames=0)
-        desc = f"h4djax.synth preset {args.preset} (generated in {time.perf_counter() - t0:.0f} s)"
+        name = f"preset {preset.name}" if preset.exists() else f"default SynthConfig ({preset.name} not found)"
+        desc = (f"h4djax.synth {name}: {cfg.rig.num_cameras} cams, {cfg.motion.num_frames} frames, "
+                f"{cfg.motion.num_people} people, scenario {cfg.motion.scenario}, seed {cfg.seed} "
+                f"(generated in {time.perf_counter() - t0:.0f} s)")
+        # Guard against the jaxlib CPU projection bug (docs/triangulation_report.md): the clean 2D keypoints must be
+        # the projections of the ground truth, recomputed here in small blocks.
+        cj = to_jax(to_numpy(sc.cameras))
+        gt = np.asarray(sc.joints3d, np.float64)
+        uv = np.concatenate([np.moveaxis(np.asarray(project(cj, jnp.asarray(gt[i:i + 100]))[0]), 0, 1)
+                             for i in range(0, len(gt), 100)])
+        gap = float(np.nanmax(np.abs(uv - np.asarray(sc.clean))))
+        desc += f"; max |clean 2D - projected GT| = {gap:.3g} px"
         return to_numpy(sc.cameras), np.asarray(sc.keypoints, np.float32), np.asarray(sc.joints3d, np.float64), desc
     cams, kp, gt = fixture_capture(args.cams, args.frames, args.seed)
     return cams, kp, gt, f"bench fixture ({args.cams} cams, {args.frames} frames, 2 people, seed {args.seed})"
@@ -343,11 +361,13 @@ def main():
     ap.add_argument("--sweep", default="6,8,10,12,14,16,18,20")
     ap.add_argument("--real", action="store_true", help="also run the Pose2Sim real-data evaluation")
     ap.add_argument("--skip-synthetic", action="store_true")
+    ap.add_argument("--keep-ynn", action="store_true", help="do not disable the XLA CPU ynn fusion (see top)")
     ap.add_argument("--out", default=str(ROOT / "bench/triangulate.json"))
     args = ap.parse_args()
     cfg = TriangulationConfig()
     report: dict = {"machine": f"{platform.processor() or platform.machine()}, 2-core CPU (shared)",
-                    "jax": jax.__version__, "config": cfg.__dict__, "command": " ".join(sys.argv)}
+                    "jax": jax.__version__, "config": cfg.__dict__, "command": " ".join(sys.argv),
+                    "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
     if not args.skip_synthetic:
         cams, kp_raw, gt, desc = load_input(args)

@@ -123,3 +123,47 @@ def test_hypergradient_wrt_loss_weight_matches_finite_differences():
         np.testing.assert_allclose(g, fd, rtol=1e-3, atol=1e-10)
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+def test_gradient_wrt_keypoints_through_init_and_a_stage_at_its_optimum():
+    """jax.grad of the fitted parameters w.r.t. the keypoints matches finite differences (float64).
+
+    Regression for two faults that made the pipeline's d metric / d keypoint -1.7e6 instead of 0.14: the analytic
+    init was under stop_gradient (3 Adam steps do not forget their start, so its dependence on the keypoints is
+    most of the derivative), and the torso-only global stage, which the Kabsch init already solves exactly on the
+    toy model, turned its round-off gradient into lr-sized Adam steps in random directions.
+    """
+    jax.config.update("jax_enable_x64", True)
+    try:
+        model = toy_body_model(dtype=np.float64)
+        _, kp = _sequence(model, F=3, P=1)
+        noisy = kp + 0.01 * jnp.asarray(np.random.default_rng(3).normal(size=kp.shape))
+        # One stage (compile time): it keeps the init, so u . params covers every init output (betas and body pose
+        # from the limb lengths and bone directions, orientation and translation from Kabsch).
+        cfg = FitConfig(epochs=1, stages=(
+            StageConfig(name="g", free=("global_orient", "transl"), iters=3, w_joint=1.0, joints="torso"),))
+        specs, weights = stages_from_config(cfg)
+        weights = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), weights)
+        u = jnp.asarray(np.random.default_rng(4).normal(size=3 * (3 + 69 + 3) + 10))
+
+        def scalar(x):
+            params, summary = fit_sequence(model, x, jnp.ones(kp.shape[:3]), specs, weights, 1)
+            flat = jnp.concatenate([params.global_orient.ravel(), params.body_pose.ravel(), params.transl.ravel(),
+                                    params.betas.ravel()])
+            return jnp.dot(u, flat), summary.total[0]
+
+        # One compiled program for the gradient and the finite differences (its value output).
+        value_and_grad = jax.jit(jax.value_and_grad(scalar, has_aux=True))
+        (_, stage1), g = value_and_grad(noisy)
+        assert np.all(np.isfinite(np.asarray(g))) and np.abs(np.asarray(g)).max() > 0
+        # The global stage starts at its optimum and stays there (it used to jump by lr on round-off).
+        assert np.ptp(np.asarray(stage1)) <= 1e-9 * float(stage1[0, 0])
+        d = jnp.asarray(np.random.default_rng(5).normal(size=kp.shape))
+        an = float(jnp.sum(g * d))
+        # Adam's first step is lr * sign(g): piecewise smooth, so small steps; two of them must agree.
+        fd = [(value_and_grad(noisy + h * d)[0][0] - value_and_grad(noisy - h * d)[0][0]) / (2 * h)
+              for h in (1e-6, 1e-7)]
+        np.testing.assert_allclose(fd[0], fd[1], rtol=1e-5)
+        np.testing.assert_allclose(an, fd[0], rtol=1e-5)
+    finally:
+        jax.config.update("jax_enable_x64", False)

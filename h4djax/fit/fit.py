@@ -13,8 +13,12 @@ Layout: the fit works people-major (`[people, frames, ...]`) so that one betas v
 frames; `fit_sequence` takes and returns the frames-major layout of FORMATS.md.
 
 Differentiability: with Adam stages (default) the whole fit is a `lax.scan` and reverse-mode differentiable, so
-hypergradients w.r.t. loss weights, keypoints or cameras work. optax's L-BFGS with zoom line search runs a
-`while_loop` that reverse mode cannot differentiate; use it for speed, not for hypergradients.
+hypergradients w.r.t. loss weights, keypoints or cameras work. The analytic init is differentiated too (Adam
+with a finite budget does not forget its start), and Adam ignores round-off gradients (`_drop_roundoff`), so a
+stage that starts at its optimum leaves it unchanged instead of jumping by lr in a random direction. Adam's first
+step is lr * sign(g): the fit is piecewise smooth, with jumps where a gradient entry changes sign, so finite
+differences need a step small enough not to cross one. optax's L-BFGS with zoom line search runs a `while_loop`
+that reverse mode cannot differentiate; use it for speed, not for hypergradients.
 """
 
 from __future__ import annotations
@@ -213,6 +217,24 @@ def _optimizer(spec: StageSpec, lr: Array) -> optax.GradientTransformationExtraA
     return optax.lbfgs()
 
 
+def _drop_roundoff(grad, value: Array, lr: Array):
+    """Zero the gradient entries that are round-off, so Adam does not turn them into full steps.
+
+    Adam divides by sqrt(v): its first step is lr * sign(g) per coordinate however small g is. A stage that starts
+    at its own optimum (e.g. the torso-only global stage right after the Kabsch init when the torso points do not
+    depend on the body pose) has a gradient of pure round-off (1e-13 in float64 on the toy model), so it took
+    steps of lr (0.05 rad, 5 cm) in directions set by rounding: the fit became a discontinuous function of its
+    inputs at the 1e-6 m scale, and finite differences through it were noise. An entry counts as round-off when
+    the largest first-order decrease an Adam step on it could buy, lr * |g_i|, is below sqrt(eps) |f| / n (n free
+    entries): below the objective's working precision. Real gradients are many orders above that (a 1 um
+    misalignment is ~1e6 times the bound in float64); gradients at float32 precision of the init are not caught.
+    """
+    leaves = jax.tree.leaves(grad)
+    n = sum(x.size for x in leaves)
+    tol = jnp.sqrt(jnp.finfo(leaves[0].dtype).eps) * jnp.abs(value) / n
+    return jax.tree.map(lambda g: jnp.where(lr * jnp.abs(g) <= tol, jnp.zeros_like(g), g), grad)
+
+
 def _run_stage(model: BodyModel, params: SmplParams, targets: losses.FitTargets, spec: StageSpec,
                weights: StageWeights, collision_fn: CollisionFn | None):
     """Optimize the free groups of `params` for `spec.iters` iterations; returns (params, history, total)."""
@@ -237,7 +259,7 @@ def _run_stage(model: BodyModel, params: SmplParams, targets: losses.FitTargets,
         def step(carry, _):
             x, s, cs = carry
             (value, (terms, cs)), g = jax.value_and_grad(objective, has_aux=True)(x, cs)
-            upd, s = opt.update(g, s, x)
+            upd, s = opt.update(_drop_roundoff(g, value, weights.learning_rate), s, x)
             return (optax.apply_updates(x, upd), s, cs), (terms, value)
 
         (free, _, _), (history, total) = jax.lax.scan(step, (free, state, cstate), None, length=spec.iters)
@@ -264,9 +286,16 @@ def fit_targets(model: BodyModel, targets: losses.FitTargets, specs: tuple[Stage
         kp = jnp.swapaxes(targets.keypoints, 0, 1)
         valid = jnp.swapaxes(targets.weight > 0, 0, 1)
         init = init_params(model, kp, valid, specs[0].correspondence)  # frames-major poses, [P, B] betas
-        init = jax.lax.stop_gradient(SmplParams(
+        # No stop_gradient: a finite Adam budget does not forget its start (each step is ~lr whatever the
+        # distance to the optimum), so the fitted parameters move with the init, about 1:1 for transl. With the
+        # init held fixed, jax.grad w.r.t. the keypoints missed that term (half the derivative on the
+        # test_fit.py regression case) and, where a stage starts at its own optimum (the Kabsch init solves a
+        # torso-only global stage when the torso points do not depend on the body pose: "paper"
+        # correspondence, the toy model), it saw the stage gradient change at first order while in truth it
+        # stays 0, amplified by Adam's 1 / (sqrt(v) + eps) ~ 1e8: -1.7e6 instead of 0.14 through the pipeline.
+        init = SmplParams(
             global_orient=jnp.swapaxes(init.global_orient, 0, 1), body_pose=jnp.swapaxes(init.body_pose, 0, 1),
-            betas=init.betas, transl=jnp.swapaxes(init.transl, 0, 1)))
+            betas=init.betas, transl=jnp.swapaxes(init.transl, 0, 1))
 
     def epoch_fn(specs_):
         def epoch(params, _):

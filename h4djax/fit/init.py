@@ -11,9 +11,9 @@ deterministic:
 3. analytic per-bone rotations: for the upper arms, forearms, thighs and shins, the minimal rotation that turns the
    rest bone direction onto the observed one, composed down the kinematic chain.
 
-Everything runs for one person-frame (or one person for the shape) and is lifted with vmap. The result is wrapped
-in `stop_gradient` by the fit: the optimum the stages reach does not depend on the start to first order, and
-differentiating through SVDs of degenerate torsos would only add noise to hypergradients.
+Everything runs for one person-frame (or one person for the shape) and is lifted with vmap. The fit
+differentiates through it (a few Adam iterations do not forget their start, see `h4djax.fit.fit.fit_targets`);
+the Kabsch SVD has a finite derivative while the torso's two largest singular values differ.
 """
 
 from __future__ import annotations

@@ -131,9 +131,9 @@ class NoiseConfig:
     """Std of independent confidence noise."""
     occlusion: bool = True
     """Test visibility of each keypoint against both people's meshes in every camera (coarse depth buffer)."""
-    depth_grid: int = 64
+    depth_grid: int = 48
     """Cells along each side of the per-person depth buffer (a cell is about the person's height / depth_grid)."""
-    depth_vertex_stride: int = 2
+    depth_vertex_stride: int = 4
     """Splat every n-th mesh vertex into the depth buffers."""
     self_occlusion_margin: float = 0.10
     """A keypoint counts as hidden by its own body only if it lies this far (m) behind the body surface (joints

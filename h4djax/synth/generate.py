@@ -451,7 +451,7 @@ def _signed_distance(points, mesh_verts, clusters):
         w, d = winding_and_distance(p, v, clusters, near_clusters=8)
         return jnp.where(jnp.abs(w) > 0.5, -d, d)
 
-    return jax.lax.map(lambda x: one(*x), (points, mesh_verts), batch_size=8)
+    return jax.lax.map(lambda x: one(*x), (points, mesh_verts), batch_size=4)
 
 
 def _contact_targets(name_arr: np.ndarray, partner_verts: np.ndarray, partner_normals: np.ndarray,
@@ -592,11 +592,17 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
 
     def penetration(iks_) -> np.ndarray:
         """[len(iks_), n_check] deepest capsule penetration of each arm into its partner's arm-less body."""
-        pts = np.stack([_arm_axis_points(ik)[check] for ik in iks_])  # [n, n_check, 15, 3]
-        partner = np.stack([verts[jobs[k % len(jobs)]["q"], check] for k in range(len(iks_))])
-        sd = np.asarray(_signed_distance(jnp.asarray(pts.reshape((-1,) + pts.shape[2:]), jnp.float32),
-                                         jnp.asarray(partner.reshape((-1,) + partner.shape[2:]), jnp.float32),
-                                         topo.torso_clusters)).reshape(pts.shape[:3])
+        pts = [_arm_axis_points(ik)[check] for ik in iks_]  # each [n_check, 15, 3]
+        partner_of = [jobs[k % len(jobs)]["q"] for k in range(len(iks_))]
+        sd = [None] * len(iks_)
+        for q in sorted(set(partner_of)):  # one batched query per partner mesh and checked frame
+            ks = [k for k in range(len(iks_)) if partner_of[k] == q]
+            allp = np.concatenate([pts[k] for k in ks], 1)
+            d = np.asarray(_signed_distance(jnp.asarray(allp, jnp.float32), jnp.asarray(verts[q, check], jnp.float32),
+                                            topo.torso_clusters))
+            for n, k in enumerate(ks):
+                sd[k] = d[:, n * len(_ARM_SAMPLES) * 3:(n + 1) * len(_ARM_SAMPLES) * 3]
+        sd = np.stack(sd)  # [n, n_check, 15]
         radii = np.stack([jobs[k % len(jobs)]["radii"] for k in range(len(iks_))])
         # The first samples of the upper arm sit at the person's own shoulder, which may touch the partner in an
         # embrace; only the distal upper arm, forearm and hand are checked.

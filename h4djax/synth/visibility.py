@@ -115,6 +115,12 @@ def keypoint_visibility(
                                 jnp.asarray(mutual_margin, verts.dtype), grid, frame_chunk)
 
 
+def _range(x: Float[Array, "people n 3"], center: Float[Array, "cams 3"]) -> Float[Array, "cams people n"]:
+    # Explicit components: XLA on CPU is far slower on a norm over a trailing axis of 3 after broadcasting.
+    d = [x[None, ..., i] - center[:, i, None, None] for i in range(3)]
+    return jnp.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+
+
 @partial(jax.jit, static_argnames=("grid", "frame_chunk"))
 def _keypoint_visibility(cams, verts, kpts, self_margin, mutual_margin, grid, frame_chunk):
     center = -jnp.einsum("cji,cj->ci", cams.R, cams.t)
@@ -123,8 +129,8 @@ def _keypoint_visibility(cams, verts, kpts, self_margin, mutual_margin, grid, fr
         v, k = vk  # [P, V, 3], [P, K, 3]
         uv_v, ok_v = project(cams, v)  # [C, P, V, 2]
         uv_k, ok_k = project(cams, k)
-        rng_v = jnp.linalg.norm(v[None] - center[:, None, None, :], axis=-1)
-        rng_k = jnp.linalg.norm(k[None] - center[:, None, None, :], axis=-1)
+        rng_v = _range(v, center)
+        rng_k = _range(k, center)
         return jax.vmap(lambda a, b, c, d, e, f: _one_view(a, b, c, d, e, f, grid, self_margin, mutual_margin))(
             uv_v, rng_v, ok_v, uv_k, rng_k, ok_k)
 
