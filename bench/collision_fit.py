@@ -187,13 +187,13 @@ def run_capture(cap_dir: Path, variants: list[str], model, base: Config, epochs:
         t0 = time.perf_counter()
         compiled = fit_stage.lower(model, refined, weights, options).compile()
         t_compile = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         params, summary = jax.block_until_ready(compiled(model, refined, weights))
-        t_run = time.perf_counter() - t0
+        t_run, c_run = time.perf_counter() - t0, time.process_time() - c0
         fv, fk = meshes(model, np.asarray(params.global_orient), np.asarray(params.body_pose),
                         np.asarray(params.betas), np.asarray(params.transl))
         r = {
-            "compile_s": round(t_compile, 1), "run_s": round(t_run, 1),
+            "compile_s": round(t_compile, 1), "run_s": round(t_run, 1), "run_cpu_s": round(c_run, 1),
             "mpjpe_mm": round(1000 * float(M.mpjpe(fk, gt_joints)), 2),
             "pve_mm": round(1000 * float(M.pve(fv, gv)), 2),
             "contact": contact_metrics(fv[:, 0], fv[:, 1], topo.clusters),
@@ -211,7 +211,7 @@ def run_capture(cap_dir: Path, variants: list[str], model, base: Config, epochs:
         if counter is not None:
             print(f"  {name}: {r['grid_builds']} grid builds in {len(counter.builds)} iterations "
                   f"({r['grid_builds_first_iteration_mean']} in a stage's first iteration)", flush=True)
-        print(f"  {name:<12} compile {r['compile_s']:6.1f} s  run {r['run_s']:7.1f} s  MPJPE {r['mpjpe_mm']:6.2f} mm  "
+        print(f"  {name:<12} compile {r['compile_s']:6.1f} s  run {r['run_s']:7.1f} s (cpu {r['run_cpu_s']:7.1f} s)  MPJPE {r['mpjpe_mm']:6.2f} mm  "
               f"PVE {r['pve_mm']:6.2f} mm  depth max {c['max_depth_mm']:6.1f} mean-of-max "
               f"{c['mean_frame_max_depth_mm']:5.1f} mean {c['mean_depth_mm']:5.1f} mm  vol {c['volume_cm3']:8.1f} cm^3",
               flush=True)
@@ -221,6 +221,7 @@ def run_capture(cap_dir: Path, variants: list[str], model, base: Config, epochs:
             c, c0 = r["contact"], off["contact"]
             r["vs_off"] = {
                 "run_time_ratio": round(r["run_s"] / max(off["run_s"], 1e-9), 2),
+                "run_cpu_ratio": round(r["run_cpu_s"] / max(off["run_cpu_s"], 1e-9), 2),
                 "mpjpe_change_mm": round(r["mpjpe_mm"] - off["mpjpe_mm"], 2),
                 "max_depth_ratio": round(c["max_depth_mm"] / max(c0["max_depth_mm"], 1e-9), 3),
                 "mean_frame_max_depth_ratio": round(c["mean_frame_max_depth_mm"]

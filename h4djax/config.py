@@ -295,7 +295,16 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """Nested dict of a config dataclass (tuples as lists), e.g. for report.json."""
-    return dataclasses.asdict(obj)
+    return _lists(dataclasses.asdict(obj))
+
+
+def _lists(x: Any) -> Any:
+    # asdict keeps tuples; TOML arrays (and from_dict) use lists, so merged presets must too.
+    if isinstance(x, dict):
+        return {k: _lists(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_lists(v) for v in x]
+    return x
 
 
 def load_config(path: str | Path | None = None, base: Config | None = None) -> Config:

@@ -107,7 +107,7 @@ class MotionConfig:
     contact_rounds: int = 3
     """Rounds of the contact check: each tests the arms' capsule proxies against the partner's skin and lifts the
     palm by the penetration found."""
-    contact_check_stride: int = 3
+    contact_check_stride: int = 4
     """Check every n-th frame of a contact (the correction is spread over the frames in between)."""
 
 

@@ -299,7 +299,16 @@ def _separate(model, topo: BodyTopology, verts: np.ndarray, joints: np.ndarray, 
               touch: np.ndarray, movable: list[float], margin: float, iters: int) -> np.ndarray:
     """Offsets [len(frames), 2, 3] for people 0 and 1 at the given frames so that their arm-less bodies do not
     intersect (and touch within `margin` where `touch`). Batched over frames; `iters` push/pull rounds."""
-    keep = np.flatnonzero(~topo.arm_vertex)[::5]
+    off = np.zeros((len(frames), 2, 3))
+    keep = np.flatnonzero(~topo.arm_vertex)[::6]
+    # Only keyframes where the two arm-less bodies' boxes come within 5 cm (or that ask for contact) can need a
+    # push; the others keep a zero offset.
+    ta, tb = verts[0][frames][:, keep], verts[1][frames][:, keep]
+    near = np.all((ta.min(1) < tb.max(1) + 0.05) & (tb.min(1) < ta.max(1) + 0.05), -1) | touch
+    sel = np.flatnonzero(near)
+    if sel.size == 0:
+        return off
+    frames, touch = np.asarray(frames)[sel], touch[sel]
     va = jnp.asarray(verts[0, frames], jnp.float32)
     vb = jnp.asarray(verts[1, frames], jnp.float32)
     ca = joints[0, frames, 6]  # spine2: torso centre
@@ -309,10 +318,10 @@ def _separate(model, topo: BodyTopology, verts: np.ndarray, joints: np.ndarray, 
     wa, wb = movable[0], movable[1]
     tot = max(wa + wb, 1e-9)
     wa, wb = wa / tot, wb / tot
-    off = np.zeros((len(frames), 2, 3))
+    sub = np.zeros((len(frames), 2, 3))
     for _ in range(iters):  # a handful of rounds, each batched over all keyframes
-        pa = va + jnp.asarray(off[:, 0, None, :], jnp.float32)
-        pb = vb + jnp.asarray(off[:, 1, None, :], jnp.float32)
+        pa = va + jnp.asarray(sub[:, 0, None, :], jnp.float32)
+        pb = vb + jnp.asarray(sub[:, 1, None, :], jnp.float32)
         depth_b, gap_b = _pen_depth(pb[:, keep], pa, topo.torso_clusters)
         depth_a, gap_a = _pen_depth(pa[:, keep], pb, topo.torso_clusters)
         depth = np.maximum(np.asarray(depth_a), np.asarray(depth_b))
@@ -321,8 +330,9 @@ def _separate(model, topo: BodyTopology, verts: np.ndarray, joints: np.ndarray, 
         push = np.where(depth > 0, depth + margin, np.where(touch & (gap > margin), -(gap - margin), 0.0))
         if np.all(np.abs(push) < 1e-3):
             break
-        off[:, 0] -= wa * push[:, None] * d
-        off[:, 1] += wb * push[:, None] * d
+        sub[:, 0] -= wa * push[:, None] * d
+        sub[:, 1] += wb * push[:, None] * d
+    off[sel] = sub
     return off
 
 
