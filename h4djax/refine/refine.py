@@ -180,6 +180,11 @@ def _stepsize_only(linesearch: optax.GradientTransformationExtraArgs) -> optax.G
             sg(updates), state, sg(params), value=sg(value), grad=sg(grad), value_fn=value_fn, **extra
         )
         eta = sg(new_state.learning_rate)
+        info = getattr(new_state, "info", None)
+        if hasattr(info, "decrease_error"):
+            # optax's backtracking returns its last trial even without sufficient decrease; take no step instead
+            # (the objective never increases, and the loop stops on the unchanged value).
+            eta = jnp.where(sg(info.decrease_error) > 0, 0.0, eta)
         return jax.tree.map(lambda u: (eta * u).astype(u.dtype), updates), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -193,13 +198,39 @@ def _make_optimizer(options: RefineOptions, learning_rate: Array) -> optax.Gradi
     if options.linesearch == "zoom":
         ls = optax.scale_by_zoom_linesearch(max_linesearch_steps=options.linesearch_steps, initial_guess_strategy="one")
     else:
-        ls = optax.scale_by_backtracking_linesearch(max_backtracking_steps=options.linesearch_steps)
+        # Halving (not optax's default 0.8): 20 trials span 6 decades of step size. The unit first step of L-BFGS
+        # (capped to |d| = 1 m) needs several decades on the stiff limb terms of short sequences.
+        ls = optax.scale_by_backtracking_linesearch(max_backtracking_steps=options.linesearch_steps,
+                                                    decrease_factor=0.5)
     # optax.lbfgs(...) is exactly chain(scale_by_lbfgs, scale(-1), linesearch); spelled out to wrap the search.
     return optax.chain(
         optax.scale_by_lbfgs(memory_size=options.memory_size),
         optax.scale(-1.0),
         _stepsize_only(ls),
     )
+
+
+def _restart_lbfgs_on_bad_curvature(state, y: Array, grad: Array):
+    """Reset the L-BFGS memory when the newest pair has no positive curvature (standard L-BFGS safeguard).
+
+    The pair optax is about to store is (dw, du) = (y - y_prev, g - g_prev). A zoom (strong Wolfe) step guarantees
+    <dw, du> > 0; a backtracking (Armijo) step does not, and a pair with <dw, du> <= eps |dw| |du| makes the inverse
+    Hessian estimate indefinite or huge (directions, and their derivatives, blow up). optax stores every pair, so we
+    restart instead: count 0 makes optax drop the pair and take a scaled gradient step.
+    """
+    lbfgs_state = state[0]
+    dw, du = y - lbfgs_state.params, grad - lbfgs_state.updates
+    curv = jnp.vdot(dw, du)
+    eps = jnp.sqrt(jnp.finfo(y.dtype).eps)
+    bad = (lbfgs_state.count > 0) & ~(curv > eps * jnp.sqrt(jnp.vdot(dw, dw) * jnp.vdot(du, du)))
+    fresh = lbfgs_state._replace(
+        count=jnp.zeros_like(lbfgs_state.count),
+        diff_params_memory=jnp.zeros_like(lbfgs_state.diff_params_memory),
+        diff_updates_memory=jnp.zeros_like(lbfgs_state.diff_updates_memory),
+        weights_memory=jnp.zeros_like(lbfgs_state.weights_memory),
+    )
+    lbfgs_state = jax.tree.map(lambda a, b: jnp.where(bad, a, b), fresh, lbfgs_state)
+    return (lbfgs_state,) + tuple(state[1:])
 
 
 def _guard_lbfgs_state(state, y: Array, grad: Array, skip: Array):
@@ -222,7 +253,8 @@ def _guard_lbfgs_state(state, y: Array, grad: Array, skip: Array):
 def _first_step_scale_correction(grad: Array, first: Array) -> Array:
     """1 in value; restores the derivative of L-BFGS's first-step scaling that optax computes under stop_gradient.
 
-    optax's `scale_by_lbfgs` scales its very first direction by s = min(1, 1 / ||g||) with g stop-gradiented, so the
+    optax's `scale_by_lbfgs` scales its first direction (count 0: the first iteration or after a restart) by
+    s = min(1, 1 / ||g||) with g stop-gradiented, so the
     unrolled derivative would miss ds. Multiplying the update by s / stop_gradient(s) changes no value (exactly 1)
     and adds exactly the missing term: d(c * sg(s) * d) = ds * d + s * dd. Later iterations use the differentiable
     secant scaling. NaN-safe: s = 1 (constant) where ||g|| <= 1.
@@ -253,10 +285,12 @@ def _optimize(y0: Array, obs: RefineObs, weights: RefineWeights, options: Refine
     def step(y, state, f_prev, terms_prev, done, first):
         (value, terms), grad = jax.value_and_grad(fun_aux, has_aux=True)(y)
         if options.optimizer == "lbfgs":
-            state = _guard_lbfgs_state(state, y, grad, done | first)
+            state = _restart_lbfgs_on_bad_curvature(state, y, grad)
+            restart = state[0].count == 0
+            state = _guard_lbfgs_state(state, y, grad, done | restart)
         updates, state = opt.update(grad, state, y, value=value, grad=grad, value_fn=fun_sg)
         if options.optimizer == "lbfgs":
-            updates = updates * _first_step_scale_correction(grad, first)
+            updates = updates * _first_step_scale_correction(grad, restart)
         # Nothing to optimize (e.g. an all-invalid padded sequence): no step, so the loop stops next iteration.
         moving = jnp.any(grad != 0)
         y_new = jnp.where(moving, optax.apply_updates(y, updates), y)
