@@ -17,6 +17,7 @@ clusters closest to a point are summed exactly and every other cluster contribut
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +65,7 @@ def _safe_norm(x: Array, axis: int = -1) -> Array:
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
 
+@partial(jax.jit, static_argnames=("axis",))
 def masked_mean(x: Float[ArrayLike, "..."], axis: int | tuple[int, ...] | None = None) -> Float[Array, "..."]:
     """Mean of the finite entries of `x` (NaN = masked); NaN where nothing is left."""
     x = jnp.asarray(x)
@@ -73,6 +75,7 @@ def masked_mean(x: Float[ArrayLike, "..."], axis: int | tuple[int, ...] | None =
     return jnp.where(n > 0, s / jnp.maximum(n, 1), jnp.nan)
 
 
+@jax.jit
 def joint_errors(
     pred: Float[ArrayLike, "*batch kpts 3"], gt: Float[ArrayLike, "*batch kpts 3"],
     valid: Bool[ArrayLike, "*batch kpts"] | None = None,
@@ -84,6 +87,7 @@ def joint_errors(
     return jnp.where(m, d, jnp.nan)
 
 
+@jax.jit
 def mpjpe(
     pred: Float[ArrayLike, "*batch kpts 3"], gt: Float[ArrayLike, "*batch kpts 3"],
     valid: Bool[ArrayLike, "*batch kpts"] | None = None,
@@ -92,6 +96,7 @@ def mpjpe(
     return masked_mean(joint_errors(pred, gt, valid))
 
 
+@jax.jit
 def pve(
     pred_verts: Float[ArrayLike, "*batch verts 3"], gt_verts: Float[ArrayLike, "*batch verts 3"],
     valid: Bool[ArrayLike, "*batch"] | None = None,
@@ -123,6 +128,7 @@ def _procrustes_one(x: Float[Array, "kpts 3"], y: Float[Array, "kpts 3"], m: Boo
     return s, R, t
 
 
+@jax.jit
 def procrustes_align(
     pred: Float[ArrayLike, "*batch kpts 3"], gt: Float[ArrayLike, "*batch kpts 3"],
     valid: Bool[ArrayLike, "*batch kpts"] | None = None,
@@ -141,6 +147,7 @@ def procrustes_align(
     return aligned.reshape(batch + (k, 3))
 
 
+@jax.jit
 def pa_mpjpe(
     pred: Float[ArrayLike, "*batch kpts 3"], gt: Float[ArrayLike, "*batch kpts 3"],
     valid: Bool[ArrayLike, "*batch kpts"] | None = None,
@@ -150,6 +157,7 @@ def pa_mpjpe(
     return mpjpe(aligned, gt, valid)
 
 
+@partial(jax.jit, static_argnames=("limbs",))
 def pcp(
     pred: Float[ArrayLike, "*batch kpts 3"], gt: Float[ArrayLike, "*batch kpts 3"],
     valid: Bool[ArrayLike, "*batch kpts"] | None = None,
@@ -173,6 +181,7 @@ def pcp(
     return jnp.where(n > 0, jnp.sum(good & scored) / jnp.maximum(n, 1), jnp.nan)
 
 
+@jax.jit
 def accel_error(
     pred: Float[ArrayLike, "frames *batch kpts 3"], gt: Float[ArrayLike, "frames *batch kpts 3"],
     valid: Bool[ArrayLike, "frames *batch kpts"] | None = None,
