@@ -130,7 +130,7 @@ def test_global_rotations_compose_the_chain():
 # --- generation ------------------------------------------------------------------------------------------------
 
 
-SMALL = SynthConfig(rig=RigConfig(num_cameras=5), motion=MotionConfig(scenario="hug", num_frames=36), seed=3)
+SMALL = SynthConfig(rig=RigConfig(num_cameras=5), motion=MotionConfig(scenario="wrestle", num_frames=36), seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -188,8 +188,7 @@ def test_ground_truth_is_consistent_with_the_body_model(small, model):
     np.testing.assert_allclose(np.asarray(out.keypoints)[..., :17, :], small.joints3d, atol=1e-4)
     lowest = np.asarray(out.vertices)[..., 1].min(-1)
     np.testing.assert_allclose(lowest, 0.0, atol=0.03)  # floor contact (separation may lift a little)
-    # The interaction is close: some frames have the two bodies within 5 cm of each other (pelvis-free check on
-    # the keypoints: nearest keypoint pair across people), as a hug should.
+    # The interaction is close (grappling): keypoints of the two people come within 25 cm of each other.
     d = np.linalg.norm(small.joints3d[:, 0, :, None] - small.joints3d[:, 1, None], axis=-1).min(axis=(1, 2))
     assert d.min() < 0.25
 
@@ -224,4 +223,4 @@ def test_generation_reports_interpenetration_and_noise(small):
     assert ip["frames_measured"] == 4 and ip["max_depth_mm"] >= 0.0
     labels = small.stats["noise_labels"]
     assert sum(labels.values()) == pytest.approx(1.0, abs=1e-4)
-    assert labels["occluded"] > 0.0  # two people hugging hide each other
+    assert labels["occluded"] > 0.0  # two people grappling hide each other
