@@ -325,21 +325,23 @@ FRESH_VG = jax.jit(jax.value_and_grad(_sum_and_frames(collision_loss_frames), ha
 
 def test_grid_cache_reuse_refresh_and_skip():
     """The fit's grid cache (refresh_grids + collision_loss_cached): with fresh grids it is the reference loss
-    (value and gradient); nothing is rebuilt when nothing moved; a move below the tolerance keeps the old grid,
-    whose exact effect is the old configuration's penetration for that owner; a move above it rebuilds exactly
-    that person-frame; a frame whose boxes do not overlap is never built."""
+    (value and gradient, absent people included); nothing is rebuilt when nothing moved; a move below the
+    tolerance keeps the old grid, whose exact effect is the old configuration's penetration for that owner; a move
+    above it rebuilds exactly that person-frame; a frame whose boxes do not overlap is never built; CollisionTerm's
+    stateful `apply` on an empty cache (a fit stage's first iteration) is its stateless call (the reference)."""
     v = ICO_V * 0.5
     fj = jnp.asarray(ICO_F)
     offsets = [0.7, 1.5, 0.8, 0.6]  # frame 1: boxes 0.5 m apart
     verts = jnp.asarray(np.stack([np.stack([v, v + [o, 0.05, 0]]) for o in offsets]))  # [F, P, V, 3]
+    valid = jnp.ones((4, 2), bool)
     s = CollisionSettings(grid_tolerance=0.005)
-    cache = REFRESH(init_grid_cache(4, 2, len(v), s, verts.dtype), verts, fj, s)
+    cache = REFRESH(init_grid_cache(4, 2, len(v), s, verts.dtype), verts, fj, s, valid)
     assert int(cache.builds) == 6  # 3 overlapping frames x 2 people
     np.testing.assert_array_equal(np.asarray(cache.grids.values[1]), 0.0)  # never built
-    ((val, _), g), ((want, _), g_want) = CACHED_VG(cache, verts, s), FRESH_VG(verts, fj, s)
+    ((val, _), g), ((want, _), g_want) = CACHED_VG(cache, verts, s, valid), FRESH_VG(verts, fj, s, valid)
     np.testing.assert_allclose(float(val), float(want), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(g), np.asarray(g_want), rtol=1e-10, atol=1e-14)
-    again = REFRESH(cache, verts, fj, s)
+    again = REFRESH(cache, verts, fj, s, valid)
     assert int(again.builds) == 6
     np.testing.assert_array_equal(np.asarray(again.grids.values), np.asarray(cache.grids.values))
 
@@ -347,48 +349,42 @@ def test_grid_cache_reuse_refresh_and_skip():
     # so the cached frame-0 loss is (pen_new[0, 1] + pen_old[1, 0]) / P^2 exactly.
     shift = jnp.asarray([-0.002, 0.0, 0.0])  # towards person 0
     moved = verts.at[0, 1].add(shift)
-    kept = REFRESH(cache, moved, fj, s)
+    kept = REFRESH(cache, moved, fj, s, valid)
     assert int(kept.builds) == 6
-    per = np.asarray(CACHED_VG(kept, moved, s)[0][1])
+    per = np.asarray(CACHED_VG(kept, moved, s, valid)[0][1])
     pen_old = np.asarray(PEN(verts[0], fj, s))
     pen_new = np.asarray(PEN(moved[0], fj, s))
     np.testing.assert_allclose(per[0], (pen_new[0, 1] + pen_old[1, 0]) / 4, rtol=1e-12)
     assert abs(pen_new[1, 0] - pen_old[1, 0]) > 1e-2  # the stale grid really differs from a fresh one
-    np.testing.assert_allclose(per[2:], np.asarray(FRESH_VG(verts, fj, s)[0][1])[2:], rtol=1e-12)
+    np.testing.assert_allclose(per[2:], np.asarray(FRESH_VG(verts, fj, s, valid)[0][1])[2:], rtol=1e-12)
 
     # 1 cm (> 5 mm): exactly that person-frame is rebuilt, and the cached loss is the fresh one again
     moved = verts.at[0, 1].add(5 * shift)
-    rebuilt = REFRESH(kept, moved, fj, s)
+    rebuilt = REFRESH(kept, moved, fj, s, valid)
     assert int(rebuilt.builds) == 7
-    np.testing.assert_allclose(np.asarray(CACHED_VG(rebuilt, moved, s)[0][1]),
-                               np.asarray(FRESH_VG(moved, fj, s)[0][1]), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(CACHED_VG(rebuilt, moved, s, valid)[0][1]),
+                               np.asarray(FRESH_VG(moved, fj, s, valid)[0][1]), rtol=1e-12)
     # tolerance 0 (traced: same program): the 2 mm move is rebuilt (the reference); the separated frame, once its
     # people overlap, is built
     s0 = CollisionSettings(grid_tolerance=0.0)
     closer = moved.at[1, 1].add(jnp.asarray([-0.8, 0.0, 0.0]))
-    ref = REFRESH(rebuilt, closer.at[0, 1].add(shift), fj, s0)
+    ref = REFRESH(rebuilt, closer.at[0, 1].add(shift), fj, s0, valid)
     assert int(ref.builds) == 7 + 1 + 2
     assert REFRESH._cache_size() == 1
 
-
-def test_collision_term_stateful_matches_stateless():
-    """CollisionTerm.apply on an empty cache (what a fit stage's first iteration does) = CollisionTerm.__call__
-    (the reference: every grid built), value and gradient, with padded (absent) people and frames."""
-    v = ICO_V * 0.5
-    fj = jnp.asarray(ICO_F)
-    offsets = [0.6, 0.9, 1.5]
-    three = np.stack([np.stack([v, v + [o, 0.05, 0], v + [0.3, 0.0, 0.1]]) for o in offsets])
-    pm = jnp.asarray(np.swapaxes(three, 0, 1))  # people-major [P, F, V, 3]
-    mask = jnp.asarray([[1, 1, 1], [1, 1, 0], [0, 1, 1]], pm.dtype)
-    term = make_collision_fn(fj, CollisionSettings(grid_tolerance=0.01))
-    assert term.stateful
-    want, g_want = jax.jit(jax.value_and_grad(term))(pm, mask)
-    state = term.init_state(3, 3, len(v), pm.dtype)
-    (val, state), g = jax.jit(jax.value_and_grad(lambda x, st: term.apply(st, x, mask), has_aux=True))(pm, state)
-    np.testing.assert_allclose(float(val), float(want), rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(g), np.asarray(g_want), rtol=1e-10, atol=1e-14)
-    assert float(val) > 0
-    assert not make_collision_fn(fj, CollisionSettings(method="spheres")).stateful
+    # CollisionTerm (the fit's interface, people-major): apply on an empty cache == the reference, with person 1
+    # absent in frame 3 (no grid built for either person there: nobody to overlap with)
+    term = make_collision_fn(fj, s)
+    assert term.stateful and not make_collision_fn(fj, CollisionSettings(method="spheres")).stateful
+    mask = np.ones((2, 4))
+    mask[1, 3] = 0
+    pm, mask = jnp.swapaxes(verts, 0, 1), jnp.asarray(mask)
+    apply_vg = jax.jit(jax.value_and_grad(lambda x, st: term.apply(st, x, mask), has_aux=True))
+    (val, state), g = apply_vg(pm, term.init_state(2, 4, len(v), pm.dtype))
+    ((_, per), g_want) = FRESH_VG(verts, fj, s, jnp.swapaxes(mask, 0, 1) > 0)
+    np.testing.assert_allclose(float(val), float(np.mean(per)), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(g), np.swapaxes(np.asarray(g_want), 0, 1) / 4, rtol=1e-10, atol=1e-14)
+    assert float(per[3]) == 0.0 and int(state.builds) == 4 and int(state.step) == 1
 
 
 def test_settings_from_config():
@@ -398,9 +394,11 @@ def test_settings_from_config():
         CollisionSettings.from_config(CollisionConfig(method="mesh"))
     with pytest.raises(ConfigError, match="collision.builder"):
         CollisionSettings.from_config(CollisionConfig(builder="bvh"))
-    assert float(CollisionSettings.from_config(CollisionConfig(grid_tolerance=0.02)).grid_tolerance) == 0.02
-    with pytest.raises(ConfigError, match="grid_tolerance"):
-        CollisionSettings.from_config(CollisionConfig(grid_tolerance=-0.01))
+    s = CollisionSettings.from_config(CollisionConfig(grid_tolerance=0.02, grid_refresh=5))
+    assert float(s.grid_tolerance) == 0.02 and s.grid_refresh == 5
+    for bad in (dict(grid_tolerance=-0.01), dict(grid_refresh=0)):
+        with pytest.raises(ConfigError, match="grid_tolerance >= 0, grid_refresh >= 1"):
+            CollisionSettings.from_config(CollisionConfig(**bad))
 
 
 # ------------------------------------------------------------------------------------------------ spheres

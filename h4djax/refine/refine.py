@@ -216,20 +216,18 @@ def _restart_lbfgs_on_bad_curvature(state, y: Array, grad: Array):
     The pair optax is about to store is (dw, du) = (y - y_prev, g - g_prev). A zoom (strong Wolfe) step guarantees
     <dw, du> > 0; a backtracking (Armijo) step does not, and a pair with <dw, du> <= eps |dw| |du| makes the inverse
     Hessian estimate indefinite or huge (directions, and their derivatives, blow up). optax stores every pair, so we
-    restart instead: count 0 makes optax drop the pair and take a scaled gradient step.
+    restart instead: count 0 makes optax drop the pair and take a scaled gradient step, and zero weights (rho) make
+    the two-loop recursion ignore the stored pairs (the pair arrays themselves need not be cleared).
     """
     lbfgs_state = state[0]
     dw, du = y - lbfgs_state.params, grad - lbfgs_state.updates
     curv = jnp.vdot(dw, du)
     eps = jnp.sqrt(jnp.finfo(y.dtype).eps)
     bad = (lbfgs_state.count > 0) & ~(curv > eps * jnp.sqrt(jnp.vdot(dw, dw) * jnp.vdot(du, du)))
-    fresh = lbfgs_state._replace(
-        count=jnp.zeros_like(lbfgs_state.count),
-        diff_params_memory=jnp.zeros_like(lbfgs_state.diff_params_memory),
-        diff_updates_memory=jnp.zeros_like(lbfgs_state.diff_updates_memory),
-        weights_memory=jnp.zeros_like(lbfgs_state.weights_memory),
+    lbfgs_state = lbfgs_state._replace(
+        count=jnp.where(bad, 0, lbfgs_state.count).astype(lbfgs_state.count.dtype),
+        weights_memory=jnp.where(bad, 0.0, lbfgs_state.weights_memory).astype(lbfgs_state.weights_memory.dtype),
     )
-    lbfgs_state = jax.tree.map(lambda a, b: jnp.where(bad, a, b), fresh, lbfgs_state)
     return (lbfgs_state,) + tuple(state[1:])
 
 
