@@ -82,7 +82,7 @@ def setup():
     kp = jnp.swapaxes(model_points(model, smpl_joints_keypoints_batch(model, gt), "paper"), 0, 1)
     # one pose stage with collision (the default stage 3's weights), few iterations: the cache logic is per stage
     cfg = FitConfig(epochs=1, correspondence="paper", stages=(
-        StageConfig(name="pose", free=("global_orient", "transl", "body_pose"), iters=12, learning_rate=0.02,
+        StageConfig(name="pose", free=("global_orient", "transl", "body_pose"), iters=9, learning_rate=0.02,
                     w_joint=10.0, w_reg=0.001, w_temporal=1.0, w_collision=1.0),))
     return model, gt, kp, cfg
 
@@ -120,23 +120,26 @@ def test_octahedron_body_is_closed_and_outward():
 
 
 def test_fit_with_grid_cache_matches_reference_and_separates(setup):
+    """Four fits of the same targets: the reference (collision term called statelessly: every grid rebuilt in
+    every iteration), the grid cache at tolerance 0 under fit_batch's vmap (must equal the reference: the cache's
+    cond becomes a select there), the cache with a 1 cm tolerance checked every 3rd iteration (close to the
+    reference), and collision off (bodies stay inside each other)."""
     model, gt, kp, cfg = setup
     w = jnp.ones(kp.shape[:3])
     specs, weights = stages_from_config(cfg, collision_available=True)
     exact = make_collision_fn(model.faces, CollisionSettings(grid_tolerance=0.0))
-    cached = make_collision_fn(model.faces, CollisionSettings(grid_tolerance=0.01))
+    cached = make_collision_fn(model.faces, CollisionSettings(grid_tolerance=0.01, grid_refresh=3))
     p_ref, s_ref = _FIT(model, kp, w, specs, weights, 1, collision_fn=_Stateless(exact))
-    p_tol0, s_tol0 = _FIT(model, kp, w, specs, weights, 1, collision_fn=exact)
-    p_tol, s_tol = _FIT(model, kp, w, specs, weights, 1, collision_fn=cached)
+    p_tol0, s_tol0 = fit_batch(model, kp[None], w[None], jnp.ones((1, kp.shape[0])), weights, specs=specs, epochs=1,
+                               collision_fn=exact)
+    p_tol, _ = _FIT(model, kp, w, specs, weights, 1, collision_fn=cached)
     off_specs, off_weights = stages_from_config(dataclasses.replace(cfg, stages=tuple(
         dataclasses.replace(s, w_collision=0.0) for s in cfg.stages)))
     p_off, _ = _FIT(model, kp, w, off_specs, off_weights, 1, collision_fn=None)
 
-    # tolerance 0 through the cache = the stateless reference (every grid rebuilt in every iteration)
     for a, b in zip(jax.tree.leaves(p_tol0), jax.tree.leaves(p_ref)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
-    np.testing.assert_allclose(np.asarray(s_tol0.history[0]), np.asarray(s_ref.history[0]), rtol=1e-4, atol=1e-6)
-    # 1 cm tolerance: same fit up to a small fraction of the step size
+        np.testing.assert_allclose(np.asarray(a)[0], np.asarray(b), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(s_tol0.history[0])[0], np.asarray(s_ref.history[0]), rtol=1e-4, atol=1e-6)
     for a, b in zip(jax.tree.leaves(p_tol), jax.tree.leaves(p_ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=3e-3)
 
@@ -148,9 +151,23 @@ def test_fit_with_grid_cache_matches_reference_and_separates(setup):
     col = np.asarray(s_ref.history[0][0, :, -1])
     assert col[-1] < col[0]
 
-    # fit_batch vmaps sequences: the cache's per-grid cond becomes a select (every stale-or-not grid rebuilt);
-    # same result as the unbatched fit
-    pb, _ = fit_batch(model, kp[None], w[None], jnp.ones((1, kp.shape[0])), weights, specs=specs, epochs=1,
-                      collision_fn=cached)
-    for a, b in zip(jax.tree.leaves(pb), jax.tree.leaves(p_tol)):
-        np.testing.assert_allclose(np.asarray(a)[0], np.asarray(b), atol=2e-5)
+
+def test_collision_in_last_epochs_only(setup):
+    """fit.collision_epochs = 1 with 2 epochs: epoch 1 runs the pose stage without the term (its history column is
+    0, the joints-only program), epoch 2 with it; the history keeps its [epochs, iters, terms] layout."""
+    model, gt, kp, cfg = setup
+    cfg2 = dataclasses.replace(cfg, epochs=2, collision_epochs=1)
+    specs, weights = stages_from_config(cfg2, collision_available=True)
+    assert specs[0].collision_epochs == 1
+    off_specs, _ = stages_from_config(dataclasses.replace(cfg2, stages=tuple(
+        dataclasses.replace(s, w_collision=0.0) for s in cfg2.stages)))
+    w = jnp.ones(kp.shape[:3])
+    term = _Stateless(make_collision_fn(model.faces, CollisionSettings()))
+    p_last, s_last = _FIT(model, kp, w, specs, weights, 2, collision_fn=term)
+    col = np.asarray(s_last.history[0][..., -1])
+    assert s_last.history[0].shape == (2, cfg.stages[0].iters, 7)
+    assert np.all(col[0] == 0.0) and np.all(col[1] > 0.0)
+    # epoch 1 alone is the collision-free fit: same first-epoch history as a fit without the term
+    _, s_off = _FIT(model, kp, w, off_specs, weights, 2, collision_fn=None)
+    np.testing.assert_allclose(np.asarray(s_last.history[0][0]), np.asarray(s_off.history[0][0]), rtol=1e-5,
+                               atol=1e-7)
