@@ -374,7 +374,7 @@ def test_grid_cache_reuse_refresh_and_skip():
 
     # CollisionTerm (the fit's interface, people-major): apply on an empty cache == the reference, with person 1
     # absent in frame 3 (no grid built for either person there: nobody to overlap with)
-    term = make_collision_fn(fj, s)
+    term = make_collision_fn(fj, s.replace(grid_refresh=2))
     assert term.stateful and not make_collision_fn(fj, CollisionSettings(method="spheres")).stateful
     mask = np.ones((2, 4))
     mask[1, 3] = 0
@@ -385,6 +385,15 @@ def test_grid_cache_reuse_refresh_and_skip():
     np.testing.assert_allclose(float(val), float(np.mean(per)), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(g), np.swapaxes(np.asarray(g_want), 0, 1) / 4, rtol=1e-10, atol=1e-14)
     assert float(per[3]) == 0.0 and int(state.builds) == 4 and int(state.step) == 1
+    # grid_refresh = 2: the 1 cm move is not looked at in call 2 (the stale grid is used), but in call 3
+    far = pm.at[1, 0].add(5 * shift)
+    (val2, state2), _ = apply_vg(far, state)
+    assert int(state2.builds) == 4 and int(state2.step) == 2
+    (val3, state3), _ = apply_vg(far, state2)
+    assert int(state3.builds) == 5 and int(state3.step) == 3
+    want3 = float(np.mean(np.asarray(FRESH_VG(jnp.swapaxes(far, 0, 1), fj, s, jnp.swapaxes(mask, 0, 1) > 0)[0][1])))
+    np.testing.assert_allclose(float(val3), want3, rtol=1e-12)
+    assert abs(float(val2) - want3) > 1e-3 * want3
 
 
 def test_settings_from_config():

@@ -72,23 +72,30 @@ def test_pipeline_recovers_noise_free_motion_and_does_not_recompile():
     assert run_pipeline._cache_size() == n
 
 
-@pytest.mark.slow  # ~4.5 min of compilation on 2 cores: out of the default run until it is made smaller
-@pytest.mark.xfail(reason="known bug (issue 6): reverse-mode d/d keypoints through the whole chain disagrees with "
-                          "finite differences (-1.7e6 vs 0.14); the culprit stage is not identified yet. Gradients "
-                          "w.r.t. a loss weight match FD here and per stage in the stage tests.", strict=False)
 def test_pipeline_gradients_wrt_keypoints_cameras_and_weights():
+    """jax.grad through filter -> triangulate -> refine -> fit (float64): finite w.r.t. keypoints and cameras, and
+    equal to central differences w.r.t. a fit loss weight and one pixel coordinate of the whole chain.
+
+    Sized for compile time (the chain's reverse mode is one large program): 3 frames, 2 Adam refinement steps,
+    one fit stage, one compiled value_and_grad that also gives every finite-difference value, and LLVM at -O0
+    (only code generation: ~35% less compile time, same arithmetic). The fit's own start-at-optimum stage and
+    init derivative are tested in test_fit.py. Adam's first step is lr * sign(g), so the chain is only piecewise
+    smooth: two step sizes must agree before the comparison means anything.
+    """
     jax.config.update("jax_enable_x64", True)
     try:
         model = toy_body_model(dtype=np.float64)
-        cams, kp, gt = _scene(model, F=4, P=1)
+        cams, kp, gt = _scene(model, F=3, P=1)
         kp = kp + jnp.asarray(np.random.default_rng(1).normal(scale=0.5, size=kp.shape)) * jnp.array([1, 1, 0])
-        cfg = _small_config(iters=3)
+        stage = StageConfig(name="pose", free=("global_orient", "transl", "body_pose"), iters=3, learning_rate=0.02,
+                            w_joint=10.0, w_reg=0.001, w_limb=1.0, w_temporal=1.0)
+        cfg = Config(refine=RefineConfig(iters=2, optimizer="adam"), fit=FitConfig(epochs=1, stages=(stage,)))
         weights, options = pipeline_from_config(cfg, model)
         weights = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating)
                                else x, weights)
 
         def metric(kp_, cams_, w_temporal):
-            w = weights.replace(fit=weights.fit[:2] + (weights.fit[2].replace(w_temporal=w_temporal),))
+            w = weights.replace(fit=(weights.fit[0].replace(w_temporal=w_temporal),))
             out = run_pipeline(model, cams_, kp_, w, options)
             pm = SmplParams(global_orient=jnp.swapaxes(out.params.global_orient, 0, 1),
                             body_pose=jnp.swapaxes(out.params.body_pose, 0, 1), betas=out.params.betas,
@@ -96,21 +103,23 @@ def test_pipeline_gradients_wrt_keypoints_cameras_and_weights():
             pts = jnp.swapaxes(model_points(model, smpl_joints_keypoints_batch(model, pm), "regressor"), 0, 1)
             return jnp.mean(jnp.sum((pts - gt) ** 2, -1))
 
+        value_and_grad = jax.jit(jax.value_and_grad(metric, argnums=(0, 1, 2), allow_int=True),
+                                 compiler_options={"xla_backend_optimization_level": 0})
+        m = lambda *a: float(value_and_grad(*a)[0])  # noqa: E731
         w0 = jnp.asarray(1.0, jnp.float64)
-        g_kp, g_cam, g_w = jax.jit(jax.grad(metric, argnums=(0, 1, 2), allow_int=True))(kp, cams, w0)
+        _, (g_kp, g_cam, g_w) = value_and_grad(kp, cams, w0)
         assert np.all(np.isfinite(np.asarray(g_kp))) and np.abs(np.asarray(g_kp[..., :2])).max() > 0
         for leaf in (g_cam.K, g_cam.R, g_cam.t, g_cam.dist):
             assert np.all(np.isfinite(np.asarray(leaf)))
         assert np.abs(np.asarray(g_cam.t)).max() > 0
-        h = 1e-4
-        m = jax.jit(metric)
-        fd = (m(kp, cams, w0 + h) - m(kp, cams, w0 - h)) / (2 * h)
-        np.testing.assert_allclose(g_w, fd, rtol=2e-3, atol=1e-12)
-        # One pixel coordinate, finite differences through triangulation, refinement and fit.
+        fd_w = [(m(kp, cams, w0 + h) - m(kp, cams, w0 - h)) / (2 * h) for h in (1e-3, 1e-4)]
+        np.testing.assert_allclose(fd_w[0], fd_w[1], rtol=1e-4)
+        np.testing.assert_allclose(g_w, fd_w[1], rtol=1e-4, atol=1e-14)
+        # One pixel coordinate, through triangulation, refinement, the fit's init and its Adam steps.
         e = jnp.zeros_like(kp).at[1, 2, 0, 5, 0].set(1.0)
-        h = 1e-3
-        fd_kp = (m(kp + h * e, cams, w0) - m(kp - h * e, cams, w0)) / (2 * h)
-        np.testing.assert_allclose(g_kp[1, 2, 0, 5, 0], fd_kp, rtol=2e-2, atol=1e-9)
+        fd_kp = [(m(kp + h * e, cams, w0) - m(kp - h * e, cams, w0)) / (2 * h) for h in (1e-3, 1e-4)]
+        np.testing.assert_allclose(fd_kp[0], fd_kp[1], rtol=1e-4)
+        np.testing.assert_allclose(g_kp[1, 2, 0, 5, 0], fd_kp[1], rtol=1e-4, atol=1e-14)
     finally:
         jax.config.update("jax_enable_x64", False)
 

@@ -187,7 +187,11 @@ def test_ground_truth_is_consistent_with_the_body_model(small, model):
     out = smpl_forward_batch(model, p)
     np.testing.assert_allclose(np.asarray(out.keypoints)[..., :17, :], small.joints3d, atol=1e-4)
     lowest = np.asarray(out.vertices)[..., 1].min(-1)
-    np.testing.assert_allclose(lowest, 0.0, atol=0.03)  # floor contact (separation may lift a little)
+    # Floor contact: nobody below the floor; the person on the ground rests on it (the one on top sits on the
+    # partner's hips, so the separation may lift its knees off the floor).
+    assert lowest.min() > -1e-3
+    np.testing.assert_allclose(lowest[:, 0], 0.0, atol=1e-3)
+    assert lowest[:, 1].max() < 0.2
     # The interaction is close (grappling): keypoints of the two people come within 25 cm of each other.
     d = np.linalg.norm(small.joints3d[:, 0, :, None] - small.joints3d[:, 1, None], axis=-1).min(axis=(1, 2))
     assert d.min() < 0.25

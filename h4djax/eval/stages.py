@@ -1,13 +1,14 @@
 """A small registry of pipeline stages for `h4d demo` (and any driver that wants "run whatever exists").
 
-A `Stage` is a name, the module it needs (import-guarded: a stage whose module is missing or incomplete is
-reported as unavailable, not as a crash), the result arrays it needs from earlier stages, and a `run(ctx)` that
-returns FORMATS.md result arrays (`joints3d_triangulated`, `joints3d`, `global_orient` ...). Stages run in
-registration order; each one sees what the earlier ones produced in `ctx.result`.
+A `Stage` is a name, the modules it needs (import-guarded: a stage whose module is missing or still incomplete is
+reported as unavailable, not as a crash), the stages it needs before it, and a `run(ctx)` that returns FORMATS.md
+result arrays (`joints3d_triangulated`, `joints3d`, `keypoints3d`, `global_orient` ...) and may leave intermediate
+objects in `ctx.state` for later stages. Stages run in registration order.
 
-Later stages plug in with `register_stage(Stage(...))` (replacing one of the same name), e.g. from the module that
-implements them, without touching the demo. The built-in adapters call the public host conveniences of
-`h4djax.triangulate`, `h4djax.refine` and `h4djax.fit` (or `h4djax.pipeline` where it provides them).
+A later stage plugs in with `register_stage(Stage(...))` (or replaces one of the same name), e.g. from the module
+that implements it, without touching the demo; anything its `run` returns under a `STAGE_KEYS` name of
+`h4djax.eval.report` is scored against the ground truth as soon as it has run. The built-in stages call the jitted
+stage functions of `h4djax.pipeline` (the same ones `h4d fit` uses), so the demo measures the real engine.
 """
 
 from __future__ import annotations
@@ -18,38 +19,31 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Stage", "StageContext", "register_stage", "registered_stages", "resolve_stages"]
+__all__ = ["Stage", "StageContext", "register_stage", "registered_stages", "resolve_stages", "run_stages"]
 
 
 @dataclass
 class StageContext:
-    """What a stage sees: the capture (h4djax.io.capture.Capture), the engine Config, a lazily loaded body model,
-    the result arrays so far, and a free-form `info` dict per stage (losses, counts) for the report."""
+    """What a stage sees: the capture (`h4djax.io.capture.Capture`), the engine `Config`, the body model, the
+    FORMATS.md result arrays so far, intermediate objects (`state`, by name) and per-stage notes (`info`)."""
 
     capture: object
     config: object
+    model: object
     result: dict[str, np.ndarray] = field(default_factory=dict)
+    state: dict[str, object] = field(default_factory=dict)
     info: dict[str, dict] = field(default_factory=dict)
-    _body_model: object | None = None
-
-    @property
-    def body_model(self):
-        if self._body_model is None:
-            from h4djax.body import load_body_model
-
-            self._body_model = load_body_model()
-        return self._body_model
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One pipeline stage. `module` is imported before running (missing -> unavailable); `needs` are result keys
-    earlier stages must have produced; `run(ctx)` returns new result arrays (numpy)."""
+    """One pipeline stage: `modules` are imported first (missing -> unavailable), `after` names the stages that
+    must have run, `run(ctx)` returns new result arrays (numpy)."""
 
     name: str
-    module: str
+    modules: tuple[str, ...]
     run: Callable[[StageContext], dict[str, np.ndarray]]
-    needs: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
     description: str = ""
 
 
@@ -57,7 +51,7 @@ _REGISTRY: dict[str, Stage] = {}
 
 
 def register_stage(stage: Stage) -> None:
-    """Add `stage` (or replace the stage of the same name, keeping its position)."""
+    """Add `stage`, or replace the stage of the same name (keeping its position)."""
     _REGISTRY[stage.name] = stage
 
 
@@ -66,100 +60,132 @@ def registered_stages() -> list[Stage]:
 
 
 def resolve_stages() -> list[tuple[Stage, bool, str]]:
-    """Each registered stage with whether it can run here and, if not, why (the import error)."""
-    out = []
+    """Every registered stage with whether it can run here and, if not, why (the import error or the missing
+    earlier stage)."""
+    out: list[tuple[Stage, bool, str]] = []
+    ok_names: set[str] = set()
     for st in _REGISTRY.values():
-        try:
-            importlib.import_module(st.module)
-            out.append((st, True, ""))
-        except ImportError as e:  # a stage still being written, or an optional dependency missing
-            out.append((st, False, f"{type(e).__name__}: {e}"))
+        reason = ""
+        for mod in st.modules:
+            try:
+                importlib.import_module(mod)
+            except ImportError as e:  # a stage still being written, or an optional dependency missing
+                reason = f"{type(e).__name__}: {e}"
+                break
+        missing = [a for a in st.after if a not in ok_names]
+        if not reason and missing:
+            reason = f"needs stage(s) {missing}"
+        if not reason:
+            ok_names.add(st.name)
+        out.append((st, not reason, reason))
     return out
 
 
+def run_stages(ctx: StageContext, on_done: Callable[[Stage, float, dict], None] | None = None,
+               progress: bool = True) -> dict[str, float]:
+    """Run every available stage in order with a tqdm bar; `on_done(stage, seconds, new_arrays)` after each.
+    Returns the wall time of each stage (first call: JIT compilation included)."""
+    import time
+
+    import jax
+
+    todo = [(st, ok, why) for st, ok, why in resolve_stages()]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(ok for _, ok, _ in todo), desc="engine", unit="stage", dynamic_ncols=True)
+    timings: dict[str, float] = {}
+    for st, ok, why in todo:
+        if not ok:
+            ctx.info[st.name] = {"skipped": why}
+            continue
+        if bar is not None:
+            bar.set_postfix_str(st.name)
+        t0 = time.perf_counter()
+        new = jax.block_until_ready(st.run(ctx))
+        timings[st.name] = round(time.perf_counter() - t0, 3)
+        ctx.result.update({k: np.asarray(v) for k, v in new.items()})
+        if bar is not None:
+            bar.update(1)
+        if on_done is not None:
+            on_done(st, timings[st.name], new)
+    if bar is not None:
+        bar.close()
+    return timings
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# Built-in adapters
+# Built-in stages: the jitted stage functions of h4djax.pipeline.
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def _prepared(ctx: StageContext):
+    if "pipeline" not in ctx.state:
+        import jax.numpy as jnp
+
+        from h4djax.geometry import to_jax
+        from h4djax.pipeline import pipeline_from_config
+
+        weights, options = pipeline_from_config(ctx.config, ctx.model)
+        ctx.state["pipeline"] = (weights, options)
+        ctx.state["cams"] = to_jax(ctx.capture.cameras, jnp.float32)
+        ctx.state["keypoints"] = jnp.asarray(np.asarray(ctx.capture.keypoints, np.float32)[:, :, :, :17])
+    return ctx.state["pipeline"]
 
 
 def _triangulate(ctx: StageContext) -> dict[str, np.ndarray]:
-    import jax.numpy as jnp
+    from h4djax.pipeline import triangulate_stage
 
-    from h4djax.geometry import to_jax
-    from h4djax.triangulate import filter_with_config, to_joints3d, triangulate_with_config
-
-    kp = jnp.asarray(ctx.capture.keypoints, jnp.float32)
-    filt = filter_with_config(kp, ctx.config.filter)
-    tri = triangulate_with_config(to_jax(ctx.capture.cameras), filt.keypoints, ctx.config.triangulation)
-    j = np.asarray(to_joints3d(tri))
-    ctx.info["triangulate"] = {"poses_dropped_pct": round(100.0 * float(1 - np.mean(np.asarray(filt.pose_valid))), 2),
-                               "valid_pct": round(100.0 * float(np.mean(j[..., 3] > 0.5)), 2)}
+    weights, options = _prepared(ctx)
+    tri = triangulate_stage(ctx.state["cams"], ctx.state["keypoints"], weights, options)
+    ctx.state["triangulation"] = tri
+    j = np.asarray(tri.joints3d())
+    ctx.info["triangulate"] = {"valid_pct": round(100.0 * float(np.mean(j[..., 3] > 0.5)), 2)}
     return {"joints3d_triangulated": j}
 
 
 def _refine(ctx: StageContext) -> dict[str, np.ndarray]:
-    from h4djax.refine import refine_keypoints
+    from h4djax.pipeline import refine_stage
 
-    tri = ctx.result["joints3d_triangulated"]
-    valid = tri[..., 3] > 0.5
-    xyz = np.where(valid[..., None], tri[..., :3], 0.0)
-    res = refine_keypoints(xyz, valid, ctx.config.refine)
-    out_xyz = np.asarray(res.xyz)
-    ok = np.all(np.isfinite(out_xyz), -1)
-    ctx.info["refine"] = {"filled": int(np.asarray(res.summary.num_filled)),
-                          "outliers": int(np.asarray(res.summary.num_outliers))}
-    return {"joints3d": np.concatenate([np.where(ok[..., None], out_xyz, 0.0), ok[..., None].astype(out_xyz.dtype)],
-                                       -1)}
+    weights, options = _prepared(ctx)
+    refined = refine_stage(ctx.state["triangulation"], weights, options)
+    ctx.state["refined"] = refined
+    xyz = np.asarray(refined.xyz)
+    valid = np.asarray(refined.valid)
+    ctx.info["refine"] = {"filled": int(np.asarray(refined.summary.num_filled)),
+                          "outliers": int(np.asarray(refined.summary.num_outliers))}
+    return {"joints3d": np.concatenate([xyz, valid[..., None].astype(xyz.dtype)], -1)}
 
 
 def _fit(ctx: StageContext) -> dict[str, np.ndarray]:
     import jax.numpy as jnp
 
-    pipeline = None
-    try:
-        pipeline = importlib.import_module("h4djax.pipeline")
-    except ImportError:
-        pass
-    src = ctx.result["joints3d"]
-    if pipeline is not None and hasattr(pipeline, "fit_stage"):
-        return pipeline.fit_stage(ctx.body_model, src, ctx.config)
-    from h4djax.body import SmplParams, smpl_forward_batch
-    from h4djax.body.keypoints import COCO17_NAMES
-    from h4djax.fit.fit import fit_sequence, stages_from_config
+    from h4djax.body import SmplParams
+    from h4djax.body.lbs import smpl_joints_keypoints_batch
+    from h4djax.fit.fit import model_points
+    from h4djax.pipeline import fit_stage
 
-    model = ctx.body_model
-    cfg = ctx.config.fit
-    # Without a collision term implementation the stage-3 collision weight is switched off (reported).
-    stages = tuple(s if s.w_collision == 0 else type(s)(**{**s.__dict__, "w_collision": 0.0}) for s in cfg.stages)
-    specs, weights = stages_from_config(type(cfg)(epochs=cfg.epochs, stages=stages))
-    kp = jnp.asarray(src[..., :3], jnp.float32)
-    w = jnp.asarray(src[..., 3], jnp.float32)
-    params, summary = _fit_jit(model, kp, w, specs, weights, cfg.epochs)
-    go, bp = np.asarray(params.global_orient), np.asarray(params.body_pose)
-    betas, tr = np.asarray(params.betas), np.asarray(params.transl)
-    out = smpl_forward_batch(model, SmplParams(global_orient=jnp.asarray(go), body_pose=jnp.asarray(bp),
-                                               betas=jnp.broadcast_to(jnp.asarray(betas)[None], go.shape[:2]
-                                                                      + betas.shape[-1:]),
-                                               transl=jnp.asarray(tr)))
-    names = list(model.kpt_names)
-    idx = [names.index(n) for n in COCO17_NAMES]
-    ctx.info["fit"] = {"final_loss": round(float(np.asarray(summary.total[-1])[-1, -1]), 6),
-                       "collision": "off (no collision term available to the demo adapter)"}
-    return {"global_orient": go, "body_pose": bp, "betas": betas, "transl": tr,
-            "smpl_joints": np.asarray(out.joints), "keypoints3d": np.asarray(out.keypoints)[..., idx, :]}
+    weights, options = _prepared(ctx)
+    params, summary = fit_stage(ctx.model, ctx.state["refined"], weights, options)
+    ctx.state["fit"] = (params, summary)
+    pm = SmplParams(global_orient=jnp.swapaxes(params.global_orient, 0, 1),
+                    body_pose=jnp.swapaxes(params.body_pose, 0, 1), betas=params.betas,
+                    transl=jnp.swapaxes(params.transl, 0, 1))
+    out = smpl_joints_keypoints_batch(ctx.model, pm)
+    pts = model_points(ctx.model, out, "regressor")
+    ctx.info["fit"] = {"collision": options.collision_fn is not None,
+                       "final_objective": {s.name: round(float(np.asarray(t)[-1, -1]), 6)
+                                           for s, t in zip(options.stages, summary.total)}}
+    return {"global_orient": np.asarray(params.global_orient), "body_pose": np.asarray(params.body_pose),
+            "betas": np.asarray(params.betas), "transl": np.asarray(params.transl),
+            "smpl_joints": np.swapaxes(np.asarray(out.joints), 0, 1),
+            "keypoints3d": np.swapaxes(np.asarray(pts), 0, 1)}
 
 
-def _fit_jit(model, kp, w, specs, weights, epochs):
-    import jax
-
-    from h4djax.fit.fit import fit_sequence
-
-    fn = jax.jit(lambda m, k, ww, wts: fit_sequence(m, k, ww, specs, wts, epochs))
-    return fn(model, kp, w, weights)
-
-
-register_stage(Stage("triangulate", "h4djax.triangulate", _triangulate, (),
+register_stage(Stage("triangulate", ("h4djax.pipeline", "h4djax.triangulate"), _triangulate, (),
                      "2D filtering + robust triangulation (PIPELINE.md 1.2-1.3)"))
-register_stage(Stage("refine", "h4djax.refine", _refine, ("joints3d_triangulated",),
+register_stage(Stage("refine", ("h4djax.pipeline", "h4djax.refine"), _refine, ("triangulate",),
                      "whole-sequence 3D refinement (PIPELINE.md 1.4)"))
-register_stage(Stage("fit", "h4djax.fit.fit", _fit, ("joints3d",), "three-stage body fit (PIPELINE.md 1.5)"))
+register_stage(Stage("fit", ("h4djax.pipeline", "h4djax.fit.fit", "h4djax.body"), _fit, ("refine",),
+                     "three-stage body fit with the collision term (PIPELINE.md 1.5-1.6)"))

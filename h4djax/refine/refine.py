@@ -6,9 +6,11 @@
    refill, Savitzky-Golay smoothing.
 2. Optimization of w_limb L_limb + w_symm L_symm + w_temporal L_temporal + w_data L_data (losses.py) over all
    frames and people at once, starting from the pre-processed sequence, with Optax: L-BFGS (optax.scale_by_lbfgs,
-   as in optax.lbfgs) with a backtracking (Armijo) or zoom (strong Wolfe; EgoHumans uses torch LBFGS with
-   strong-Wolfe) line search, or Adam. The iterations are a `lax.scan` with a pre-sized per-iteration, per-term
-   loss history; after convergence (relative decrease <= ftol) the remaining iterations are skipped (`lax.cond`).
+   as in optax.lbfgs) with a backtracking (Armijo, step halving) or zoom (strong Wolfe; EgoHumans uses torch LBFGS
+   with strong-Wolfe) line search, or Adam. The iterations are a `lax.scan` with a pre-sized per-iteration,
+   per-term loss history; after convergence (relative decrease <= ftol) the remaining iterations are skipped
+   (`lax.cond`). Safeguards around optax's L-BFGS: a failed backtracking search takes no step (optax would take
+   its last trial), and a memory pair without positive curvature restarts the memory.
 
 Static vs traced: `RefineOptions` (iteration count, optimizer, modes, windows) is a static argument; every number
 in `RefineWeights` (loss weights, filled-joint weight, norm epsilon, outlier sigma, learning rate, ftol) is a traced

@@ -401,7 +401,7 @@ def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 
     # A lies on the back along the heading; pelvis at the pair centre, head towards -heading.
     pa = _place(c, yaw, (0.0, 0.0))
     lying = dict(arm("left", az=20, el=-40) | arm("right", az=20, el=-40) | elbow("left", 60) | elbow("right", 60)
-                 | leg("left", flex=30, knee=60, abd=15) | leg("right", flex=30, knee=60, abd=15) | head(flex=25))
+                 | leg("left", flex=8, knee=15, abd=14) | leg("right", flex=8, knee=15, abd=14) | head(flex=25))
     # Kneeling over A: thighs vertical-ish, knees on the floor beside A's hips, trunk leaning forward.
     kneel = dict(leg("left", flex=25, knee=105, abd=45, ankle=-40) | leg("right", flex=25, knee=105, abd=45, ankle=-40)
                  | spine(flex=35) | head(flex=-15) | arm("left", az=80, el=-50) | arm("right", az=80, el=-50)
