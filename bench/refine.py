@@ -41,14 +41,15 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import scipy.optimize
-import scipy.signal
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import h4djax  # noqa: E402,F401  (before jax: its XLA flag workaround, h4djax/__init__.py)
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.optimize  # noqa: E402
+import scipy.signal  # noqa: E402
 
 from h4djax.config import RefineConfig  # noqa: E402
 from h4djax.refine import LIMBS, RefineOptions, RefineWeights, refine  # noqa: E402

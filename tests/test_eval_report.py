@@ -61,4 +61,4 @@ def test_eval_table_and_json_on_a_known_offset(capture_dir, tmp_path, capsys):
 
 def test_eval_errors_name_the_file(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "missing"), str(tmp_path / "nogt")]) == 1
-    assert "result.npz" in capsys.readouterr().err
+    assert "missing: no such result directory or result.npz" in capsys.readouterr().err

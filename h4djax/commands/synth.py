@@ -52,9 +52,9 @@ def run(args) -> int:
     cfg = make_config(args.preset, args.cameras, args.frames, args.scenario, args.seed)
     sc = generate(cfg, load_body_model(None), progress=not args.quiet)
     write_synth_capture(args.out, sc)
-    stats = {k: v for k, v in sc.stats.items() if isinstance(v, (int, float, str))}
-    print(f"h4d synth: {cfg.motion.scenario}, {cfg.rig.num_cameras} cameras, {cfg.motion.num_frames} frames -> "
-          f"{args.out}")
-    if stats:
-        print(json.dumps(stats, indent=1, default=str))
+    print(f"h4d synth: {cfg.motion.scenario}, {cfg.rig.num_cameras} cameras, {cfg.motion.num_frames} frames, "
+          f"seed {cfg.seed} -> {args.out}")
+    if not args.quiet:
+        print(json.dumps({k: sc.stats[k] for k in ("interpenetration", "contact", "noise_labels", "timings_s")
+                          if k in sc.stats}, indent=1))
     return 0

@@ -11,7 +11,8 @@ Segmentation using Generalized Winding Numbers", SIGGRAPH 2013): w(p) = sum over
 degrades gracefully on the small holes and self-intersections of skinned meshes. For body meshes (27k triangles)
 the far field is approximated hierarchically as in Barill et al., "Fast Winding Numbers for Soups and Clouds"
 (SIGGRAPH 2018): triangles are grouped into spatially compact clusters (`cluster_faces`), the `near_clusters`
-clusters closest to a point are summed exactly and every other cluster contributes its first-order dipole term. The same near clusters give the exact point-to-surface distance used as penetration depth.
+clusters closest to a point are summed exactly and every other cluster contributes its first-order dipole term. The
+same near clusters give the exact point-to-surface distance used as penetration depth.
 """
 
 from __future__ import annotations

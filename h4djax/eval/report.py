@@ -88,7 +88,7 @@ def load_result(path: str | Path) -> dict[str, np.ndarray]:
     p = Path(path)
     f = p / "result.npz" if p.is_dir() else p
     if not f.exists():
-        raise H4DError(f"{f}: no such result file")
+        raise H4DError(f"{f}: no such result directory or result.npz")
     try:
         with np.load(f, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}

@@ -32,7 +32,8 @@ class RigConfig:
     num_cameras: int = 20
     """Cameras in the rig (Harmony4D: 20+); any N from 2 to 64."""
     layout: str = "ring"
-    """"ring": one ring at `height`; "dome": `dome_rings` rings whose elevation rises towards `dome_max_elevation_deg`."""
+    """"ring": one ring at `height`; "dome": `dome_rings` rings whose elevation rises towards
+    `dome_max_elevation_deg`."""
     arena_size: float = 5.0
     """Diameter of the arena floor (m); Harmony4D arenas are 4-6 m across."""
     radius_margin: float = 1.0

@@ -24,9 +24,7 @@ noise settings does not change the motion. Same seed and config -> same bytes on
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os as _os
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -44,7 +42,7 @@ from h4djax.geometry import Cameras, project, to_jax
 from h4djax.synth.config import SynthConfig, to_dict
 from h4djax.synth.motion import (
     aa_to_mat, aa_to_quat, global_rotations, interpolate_positions, interpolate_rotations, mat_to_aa, quat_to_mat,
-    rotation_between, slerp, mat_to_quat, quat_to_aa, two_bone_ik,
+    rotation_between, slerp, mat_to_quat, two_bone_ik,
 )
 from h4djax.synth.noise import NOISE_LABELS, apply_detector_noise
 from h4djax.synth.rig import make_rig
@@ -60,8 +58,7 @@ _SIDE_IDX = {"left": dict(collar=13, shoulder=16, elbow=18, wrist=20, hand=22, s
              "right": dict(collar=14, shoulder=17, elbow=19, wrist=21, hand=23, sign=-1.0)}
 _PALM_OFFSET = 0.025  # wrist joint centre to palm skin (m), so a clearance is measured from the skin
 _SPINE3 = 9
-_MAX_LIFT = 0.12
-_DEBUG: dict = {}  # at most this much extra palm clearance (m) from the contact check
+_MAX_LIFT = 0.12  # at most this much extra palm clearance (m) from the contact check
 
 
 @dataclass
@@ -638,9 +635,6 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
         for rounds in range(1, mc.contact_rounds + 1):
             iks = [ik_of(i, j, extra[i], swivel[i]) for i, j in enumerate(jobs)]
             pen = penetration(iks) * np.stack([j["w"][check] > 0.05 for j in jobs])
-            if _os.environ.get("H4D_DEBUG"):
-                print("lift round", rounds, "pen median/p90/max mm per arm:",
-                      [(np.percentile(q, [50, 90, 100]) * 1000).round(0).tolist() for q in pen])
             if np.max(pen) <= 0.002:
                 break
             for i in range(len(jobs)):
@@ -650,7 +644,6 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
     iks = [ik_of(i, j, extra[i], swivel[i]) for i, j in enumerate(jobs)]
     final_pen = (penetration(iks) * np.stack([j["w"][check] > 0.05 for j in jobs])) if (len(check) and jobs) else \
         np.zeros((0, 0))
-    _DEBUG.update(jobs=jobs, iks=iks, check=check, verts=verts, joints=joints, swivel=swivel, extra=extra)
     for j, ik in zip(jobs, iks):
         _apply_ik(tracks[j["p"]], j["side"], ik, j["w"])
     stats_contact = {"lift_rounds": rounds,

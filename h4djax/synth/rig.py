@@ -101,7 +101,9 @@ def make_rig(cfg: RigConfig, rng: np.random.Generator) -> Cameras:
     fisheye[rng.permutation(n)[: int(round(cfg.fisheye_fraction * n))]] = True
     size = np.where(is4k[:, None], [3840, 2160], [1920, 1080]).astype(np.int64)
 
-    jit = lambda nominal, shape: np.asarray(nominal) * (1.0 + cfg.dist_jitter * rng.standard_normal(shape))  # noqa: E731
+    def jit(nominal, shape):
+        return np.asarray(nominal) * (1.0 + cfg.dist_jitter * rng.standard_normal(shape))
+
     d_cv = jit(cfg.opencv_dist, (n, 5))
     d_fe = jit(cfg.fisheye_dist, (n, 4))
     dist = np.zeros((n, 8))

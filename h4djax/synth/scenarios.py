@@ -173,7 +173,8 @@ def wrist(side: str, flex: float = 0.0, dev: float = 0.0) -> dict:
     return {f"{side}_wrist": _rv(z=_sgn(side) * flex, y=-_sgn(side) * dev)}
 
 
-def leg(side: str, flex: float = 0.0, abd: float = 0.0, knee: float = 0.0, ankle: float = 0.0, rot: float = 0.0) -> dict:
+def leg(side: str, flex: float = 0.0, abd: float = 0.0, knee: float = 0.0, ankle: float = 0.0,
+        rot: float = 0.0) -> dict:
     """Hip flexion (thigh forward, degrees), abduction (outwards), knee flexion, ankle dorsiflexion, hip rotation
     (toes outwards)."""
     s = _sgn(side)
@@ -277,7 +278,8 @@ def _rotate_about(p, center, deg: float) -> tuple[float, float]:
     a = np.deg2rad(deg)
     d = np.asarray(p, float) - np.asarray(center, float)
     # yaw turns +z towards +x: (x, z) -> (x cos + z sin, -x sin + z cos)
-    return (float(center[0] + d[0] * np.cos(a) + d[1] * np.sin(a)), float(center[1] - d[0] * np.sin(a) + d[1] * np.cos(a)))
+    return (float(center[0] + d[0] * np.cos(a) + d[1] * np.sin(a)),
+            float(center[1] - d[0] * np.sin(a) + d[1] * np.cos(a)))
 
 
 def _pair_frame(rng: np.random.Generator, spread: float):
@@ -329,8 +331,8 @@ def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4)
             trk.keys[-1] = (trk.keys[-1][0], trk.keys[-1][1].with_(joints=open_arms))
         # Embrace: the "over" person's arms go over the partner's shoulders onto the upper back, the "under"
         # person's arms under the partner's arms around the waist onto the lower back. Heads turn and tilt to
-        # opposite sides (each to its own `lead` side) so they pass each other. The elbows point out and forward (towards the partner's flanks) so the forearms wrap around
-        # the back instead of cutting it.
+        # opposite sides (each to its own `lead` side) so they pass each other. The elbows point out and forward
+        # (towards the partner's flanks) so the forearms wrap around the back instead of cutting it.
         over_t, under_t = (A, B) if over == 0 else (B, A)
         hd = head(turn=50 * sgn, tilt=18 * sgn)
         legs_a = leg("left", flex=6, knee=10, abd=6) | leg("right", flex=-4, knee=8, abd=8)
@@ -412,7 +414,8 @@ def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 
                    | arm("right", az=80, el=-45) | elbow("left", 15) | elbow("right", 15))
     b_on_chest = {"left": Contact("chest_right", pole=(1.0, 0.0, -1.0)),
                   "right": Contact("chest_left", pole=(1.0, 0.0, -1.0))}
-    a_push = {"left": Contact("chest_right", pole=(1.0, -0.5, 0.0)), "right": Contact("chest_left", pole=(1.0, -0.5, 0.0))}
+    a_push = {"left": Contact("chest_right", pole=(1.0, -0.5, 0.0)),
+              "right": Contact("chest_left", pole=(1.0, -0.5, 0.0))}
     a_grip = {"left": Contact("upper_arm_right", pole=(1.0, -0.5, 0.0)),
               "right": Contact("upper_arm_left", pole=(1.0, -0.5, 0.0))}
     mount_at = _place(c, yaw, (0.0, 0.10))  # B's pelvis a little towards A's head from A's pelvis
