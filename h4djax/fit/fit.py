@@ -289,11 +289,11 @@ def fit_targets(model: BodyModel, targets: losses.FitTargets, specs: tuple[Stage
         # No stop_gradient: a finite Adam budget does not forget its start (each step is ~lr whatever the
         # distance to the optimum), so the fitted parameters move with the init, about 1:1 for transl. With the
         # init held fixed, jax.grad w.r.t. the keypoints missed that term (all of it in the test_fit.py regression
-        # case: 0 vs -11.06; about half after three stages of 3 steps) and, where a stage starts at its own
-        # optimum (the Kabsch init solves a
-        # torso-only global stage when the torso points do not depend on the body pose: "paper"
-        # correspondence, the toy model), it saw the stage gradient change at first order while in truth it
-        # stays 0, amplified by Adam's 1 / (sqrt(v) + eps) ~ 1e8: -1.7e6 instead of 0.14 through the pipeline.
+        # case: 0 vs -11.06; about half after three stages of 3 steps). Where a stage starts at its own optimum
+        # (the Kabsch init solves a torso-only global stage when the torso points do not depend on the body pose:
+        # "paper" correspondence, the toy model) it also saw the stage gradient change at first order while in
+        # truth it stays 0, amplified by Adam's 1 / (sqrt(v) + eps) ~ 1e8: d metric / d pixel was -1.7e6 through
+        # the pipeline test instead of -2.8e-6 (see also `_drop_roundoff`).
         init = SmplParams(
             global_orient=jnp.swapaxes(init.global_orient, 0, 1), body_pose=jnp.swapaxes(init.body_pose, 0, 1),
             betas=init.betas, transl=jnp.swapaxes(init.transl, 0, 1))
