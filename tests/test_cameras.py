@@ -20,7 +20,11 @@ from h4djax.geometry import (
 )
 from h4djax.geometry.cameras_np import camera_centers_np, project_np, undistort_points_np, world_to_camera_np
 
-jax.config.update("jax_enable_x64", True)
+@pytest.fixture(autouse=True, scope="module")
+def _x64():
+    """This module checks float64 exactness; the flag is scoped to the module so it cannot leak into others."""
+    with jax.enable_x64(True):
+        yield
 
 
 def look_at(center: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

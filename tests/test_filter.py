@@ -1,12 +1,14 @@
 """2D filter (PIPELINE.md 1.2): OKS and the drop rules vs the EgoHumans-style numpy reference, sequential duplicate
 semantics, keep-one option, NaN input, no recompilation."""
 
+import functools
 import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from h4djax.config import FilterConfig
 from h4djax.triangulate import FilterParams, filter_keypoints, filter_with_config, oks_matrix
@@ -14,9 +16,16 @@ from h4djax.triangulate import FilterParams, filter_keypoints, filter_with_confi
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from reference_triangulate import kps_oks, reference_filter_view  # noqa: E402
 
-jax.config.update("jax_enable_x64", True)
+@pytest.fixture(autouse=True, scope="module")
+def _x64():
+    """This module checks float64 exactness; the flag is scoped to the module so it cannot leak into others."""
+    with jax.enable_x64(True):
+        yield
 
-PARAMS = FilterParams.from_config(dtype=jnp.float64)
+@functools.cache
+def params():
+    """Built on first use, inside the module's float64 scope (not at import)."""
+    return FilterParams.from_config(dtype=jnp.float64)
 _oks = jax.jit(oks_matrix)
 
 
@@ -65,7 +74,7 @@ def test_filter_matches_reference_both_modes():
     rng = np.random.default_rng(1)
     kp = _views(rng, K=20)[None]  # [1 frame, 60 "cams", 4 people, 20 kpts, 3]
     for keep in ("none", "higher"):
-        res = jax.tree.map(np.asarray, filter_keypoints(jnp.asarray(kp), PARAMS, keep=keep))
+        res = jax.tree.map(np.asarray, filter_keypoints(jnp.asarray(kp), params(), keep=keep))
         n_dup = 0
         for v in range(kp.shape[1]):
             want_kp, want_valid = reference_filter_view(kp[0, v], keep=keep)
@@ -87,12 +96,12 @@ def test_sequential_duplicate_semantics_and_keep_higher():
     B[:, 2], C[:, 2] = 0.9, 0.8
     far = _pose(rng, np.array([100.0, 100.0]))
     kp = jnp.asarray(np.stack([A, B, C, far])[None, None])
-    res = filter_keypoints(kp, PARAMS)
+    res = filter_keypoints(kp, params())
     np.testing.assert_array_equal(np.asarray(res.pose_valid[0, 0]), [False, False, True, True])
     np.testing.assert_array_equal(np.asarray(res.duplicate[0, 0]), [True, True, False, False])
     assert float(res.keypoints[0, 0, 0, :, 2].max()) == 0.0 and float(res.keypoints[0, 0, 2, :, 2].min()) > 0
     # keep='higher': (A, B): B more confident -> A dropped; (B, C): B kept -> C dropped.
-    res = filter_keypoints(kp, PARAMS, keep="higher")
+    res = filter_keypoints(kp, params(), keep="higher")
     np.testing.assert_array_equal(np.asarray(res.pose_valid[0, 0]), [False, True, False, True])
 
 
@@ -115,7 +124,7 @@ def test_nan_input_and_no_recompile():
     kp[0, 0, 0, 3, :] = np.nan  # a NaN keypoint
     kp[0, 1, 2] = np.nan  # a whole NaN pose
     kp[0, 2, :, :, 2] = 0.0  # a view with nobody
-    res = filter_keypoints(jnp.asarray(kp), PARAMS)
+    res = filter_keypoints(jnp.asarray(kp), params())
     for leaf in jax.tree.leaves(res):
         assert np.all(np.isfinite(np.asarray(leaf)))
     assert not bool(res.pose_valid[0, 1, 2]) and not bool(res.pose_valid[0, 2].any())

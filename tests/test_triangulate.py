@@ -1,6 +1,7 @@
 """Robust triangulation: exact recovery, parity with the EgoHumans-style numpy reference, bad input, no recompiles,
 gradients vs finite differences, chunking, DLT/Jacobi kernels."""
 
+import functools
 import sys
 from pathlib import Path
 
@@ -24,7 +25,11 @@ from h4djax.triangulate.dlt import dlt_point, sym4_smallest_eigvec
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from reference_triangulate import reference_triangulate  # noqa: E402
 
-jax.config.update("jax_enable_x64", True)
+@pytest.fixture(autouse=True, scope="module")
+def _x64():
+    """This module checks float64 exactness; the flag is scoped to the module so it cannot leak into others."""
+    with jax.enable_x64(True):
+        yield
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -83,7 +88,10 @@ def rig8():
     return cams, X, kp
 
 
-PARAMS = TriangulationParams.from_config(dtype=jnp.float64)
+@functools.cache
+def params():
+    """Built on first use, inside the module's float64 scope (not at import)."""
+    return TriangulationParams.from_config(dtype=jnp.float64)
 
 
 def _np(res: Triangulation):
@@ -96,13 +104,13 @@ def _np(res: Triangulation):
 
 def test_exact_recovery_noise_free(rig8):
     cams, X, kp = rig8
-    res = _np(triangulate(cams, jnp.asarray(kp), PARAMS))
+    res = _np(triangulate(cams, jnp.asarray(kp), params()))
     assert res.valid.all()
     err = np.linalg.norm(res.xyz - X, axis=-1)
     assert err.mean() < 1e-6 and err.max() < 1e-6, err.max()
     assert res.reproj_err_px.max() < 1e-6
     assert (res.n_inliers == 8).all() and res.inliers.all() and (res.n_candidates == 8).all()
-    j4 = np.asarray(to_joints3d(triangulate(cams, jnp.asarray(kp), PARAMS)))
+    j4 = np.asarray(to_joints3d(triangulate(cams, jnp.asarray(kp), params())))
     assert j4.shape == X.shape[:-1] + (4,)
     np.testing.assert_allclose(j4[..., :3], res.xyz)
     assert (j4[..., 3] == 1).all()
@@ -157,7 +165,7 @@ def test_parity_with_reference_outliers(rig8):
     xn = _normalized(cams, kpn)
     ref = reference_triangulate(np.asarray(cams.R), np.asarray(cams.t), xn, kpn[..., 2])
     xyz, valid, inl, n_inl, n_cand = map(np.asarray, triangulate_normalized(
-        cams.R, cams.t, xn, kpn[..., 2], jnp.full(8, 0.01), PARAMS, normalize=False, refine_iters=10))
+        cams.R, cams.t, xn, kpn[..., 2], jnp.full(8, 0.01), params(), normalize=False, refine_iters=10))
     np.testing.assert_array_equal(valid, ref["valid"])
     np.testing.assert_array_equal(inl, ref["inliers"])
     assert (~valid).sum() > 0 and valid.sum() > 50  # the fixture exercises both branches
@@ -191,7 +199,7 @@ def test_normalized_dlt_matches_reference_statistically(rig8):
     kpn = _noisy(rng, kp)
     xn = _normalized(cams, kpn)
     ref = reference_triangulate(np.asarray(cams.R), np.asarray(cams.t), xn, kpn[..., 2])
-    res = _np(triangulate(cams, jnp.asarray(kpn), PARAMS))
+    res = _np(triangulate(cams, jnp.asarray(kpn), params()))
     np.testing.assert_array_equal(res.valid, ref["valid"])
     valid = res.valid
     assert (res.inliers == ref["inliers"]).all(-1)[valid].mean() > 0.9
@@ -213,14 +221,14 @@ def test_pixel_threshold_and_min_views(rig8):
     f = 0.5 * (np.asarray(cams.K)[:, 0, 0] + np.asarray(cams.K)[:, 1, 1])
     px = 12.0
     # inlier_eps_px: full pixel-scale distance < px  <=>  e_v < 0.5 * px / f (per camera)
-    res = _np(triangulate(cams, jnp.asarray(kpn), PARAMS.replace(inlier_eps_px=jnp.asarray(px, jnp.float64))))
+    res = _np(triangulate(cams, jnp.asarray(kpn), params().replace(inlier_eps_px=jnp.asarray(px, jnp.float64))))
     ref = reference_triangulate(np.asarray(cams.R), np.asarray(cams.t), xn, kpn[..., 2], eps=0.5 * px / f)
     np.testing.assert_array_equal(res.valid, ref["valid"])
     assert (res.inliers == ref["inliers"]).all(-1)[res.valid].mean() > 0.9
-    base = _np(triangulate(cams, jnp.asarray(kpn), PARAMS))  # eps 0.01 ~ 0.02 f ~ 20 px: more inliers
+    base = _np(triangulate(cams, jnp.asarray(kpn), params()))  # eps 0.01 ~ 0.02 f ~ 20 px: more inliers
     assert base.n_inliers.sum() > res.n_inliers.sum()
     # min_views = 3: joints with exactly 2 candidates become invalid (reference MIN_VIEWS semantics)
-    res3 = _np(triangulate(cams, jnp.asarray(kpn), PARAMS.replace(min_views=jnp.asarray(3, jnp.int32))))
+    res3 = _np(triangulate(cams, jnp.asarray(kpn), params().replace(min_views=jnp.asarray(3, jnp.int32))))
     ref3 = reference_triangulate(np.asarray(cams.R), np.asarray(cams.t), xn, kpn[..., 2], min_views=3)
     np.testing.assert_array_equal(res3.valid, ref3["valid"])
     assert ((base.n_candidates == 2) & base.valid).any() and not ((res3.n_candidates == 2) & res3.valid).any()
@@ -240,7 +248,7 @@ def test_first_pair_wins_ties(rig8):
     kp[0, 4:, :, :, :2] = uvB[4:, None, None]
     kp[1, :4, :, :, :2] = uvB[:4, None, None]
     kp[1, 4:, :, :, :2] = uvA[4:, None, None]
-    res = _np(triangulate(cams, jnp.asarray(kp), PARAMS))
+    res = _np(triangulate(cams, jnp.asarray(kp), params()))
     np.testing.assert_allclose(res.xyz[0], np.broadcast_to(A, res.xyz[0].shape), atol=1e-9)
     np.testing.assert_allclose(res.xyz[1], np.broadcast_to(B, res.xyz[1].shape), atol=1e-9)
     assert (res.inliers[:2, ..., :4].all() and not res.inliers[:2, ..., 4:].any())
@@ -261,7 +269,7 @@ def test_bad_input_is_flagged_never_nan(rig8):
     kp[2, :, :, :, 2] = 0  # frame 2: nobody
     kp[3, 1:, 1, :, 2] = 0  # frame 3, person 1: seen by camera 0 only
     kp[3, :, 0, 0, 2] = 0.4  # frame 3, person 0, nose: no view above the candidate threshold
-    res = _np(triangulate(cams, jnp.asarray(kp), PARAMS))
+    res = _np(triangulate(cams, jnp.asarray(kp), params()))
     for leaf in jax.tree.leaves(res):
         assert np.all(np.isfinite(leaf))
     assert not res.valid[2].any() and not res.valid[3, 1].any() and not res.valid[3, 0, 0]
@@ -278,7 +286,7 @@ _CAM_FIELDS = ("K", "dist", "R", "t")
 
 
 def _weighted_xyz_sum(cam_params, cams, kp, w):
-    return jnp.sum(triangulate(cams.replace(**cam_params), kp, PARAMS).xyz * w)
+    return jnp.sum(triangulate(cams.replace(**cam_params), kp, params()).xyz * w)
 
 
 # One compiled gradient w.r.t. both the camera parameters and the keypoints (compilation dominates test time).
@@ -296,7 +304,7 @@ def test_degenerate_geometry_no_nan(rig8):
     uv = np.moveaxis(np.asarray(project(cams, jnp.asarray(X))[0]), 0, 1)
     kp = np.concatenate([uv, np.zeros(uv.shape[:-1] + (1,))], -1)
     kp[:, :2, ..., 2] = 1.0
-    res = _np(triangulate(cams, jnp.asarray(kp), PARAMS))
+    res = _np(triangulate(cams, jnp.asarray(kp), params()))
     for leaf in jax.tree.leaves(res):
         assert np.all(np.isfinite(leaf))
     assert not res.valid.any()  # the rays of coincident cameras do not determine a point
@@ -312,7 +320,7 @@ def test_degenerate_geometry_no_nan(rig8):
 def test_no_recompile_when_data_or_params_change(rig8):
     cams, X, kp = rig8
     kp = jnp.asarray(kp)
-    triangulate(cams, kp, PARAMS)
+    triangulate(cams, kp, params())
     before = triangulate._cache_size()
     rng = np.random.default_rng(5)
     kp2 = kp.at[..., :2].add(jnp.asarray(rng.normal(size=kp[..., :2].shape)))
@@ -321,15 +329,15 @@ def test_no_recompile_when_data_or_params_change(rig8):
                             huber_delta=0.01), dtype=jnp.float64)
     cams2 = cams.replace(t=cams.t + 0.01, K=cams.K * 1.01)
     jax.block_until_ready(triangulate(cams2, kp2, p2))
-    jax.block_until_ready(triangulate(cams, kp2, PARAMS))
+    jax.block_until_ready(triangulate(cams, kp2, params()))
     assert triangulate._cache_size() == before
 
 
 def test_frame_chunks_give_identical_results(rig8):
     cams, X, kp = rig8
     kpn = _noisy(np.random.default_rng(10), kp)
-    full = _np(triangulate(cams, jnp.asarray(kpn), PARAMS))
-    part = _np(triangulate(cams, jnp.asarray(kpn), PARAMS, frame_chunk=3))  # 4 frames -> 2 padded chunks
+    full = _np(triangulate(cams, jnp.asarray(kpn), params()))
+    part = _np(triangulate(cams, jnp.asarray(kpn), params(), frame_chunk=3))  # 4 frames -> 2 padded chunks
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(part)):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
 
@@ -345,9 +353,9 @@ def test_gradients_match_finite_differences(rig8):
     rng = np.random.default_rng(11)
     kpn = jnp.asarray(_noisy(rng, kp, outlier_frac=0.1))
     w = jnp.asarray(rng.normal(size=X.shape))
-    res0 = triangulate(cams, kpn, PARAMS)
+    res0 = triangulate(cams, kpn, params())
     assert int(res0.valid.sum()) > 100
-    f = lambda c, k: float(jnp.sum(triangulate(c, k, PARAMS).xyz * w))  # noqa: E731 (reuses the compiled forward)
+    f = lambda c, k: float(jnp.sum(triangulate(c, k, params()).xyz * w))  # noqa: E731 (reuses the compiled forward)
     eps = 1e-6
 
     d_kp = jnp.asarray(rng.normal(size=kpn.shape)).at[..., 2].multiply(0.01)
@@ -356,7 +364,7 @@ def test_gradients_match_finite_differences(rig8):
     fd = (f(cams, kpn + eps * d_kp) - f(cams, kpn - eps * d_kp)) / (2 * eps)
     assert abs(ad - fd) <= 1e-6 * max(1.0, abs(fd)), (ad, fd)
     # the selection is held fixed: the perturbation does not change the inlier sets
-    assert bool(jnp.all(triangulate(cams, kpn + eps * d_kp, PARAMS).inliers == res0.inliers))
+    assert bool(jnp.all(triangulate(cams, kpn + eps * d_kp, params()).inliers == res0.inliers))
 
     d = {
         "K": jnp.asarray(rng.normal(size=cams.K.shape)).at[:, 2].set(0).at[:, 1, 0].set(0) * 10.0,
