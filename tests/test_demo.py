@@ -35,7 +35,7 @@ def test_demo_runs_stages_scores_them_and_draws(only_triangulation, tmp_path, ca
     from h4djax.cli import main
 
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--frames", "24", "--cameras", "6", "--scenario", "wrestle"]) == 0
+    assert main(["demo", "--out", str(out), "--frames", "24", "--cameras", "6", "--scenario", "hug"]) == 0
     text = capsys.readouterr().out
     assert "triangulated: MPJPE" in text and "ground-truth interpenetration" in text
     for name in ("capture/cameras.toml", "capture/keypoints2d.npz", "capture/gt.npz", "result/result.npz",
@@ -43,8 +43,8 @@ def test_demo_runs_stages_scores_them_and_draws(only_triangulation, tmp_path, ca
         assert (out / name).exists(), name
     rep = json.loads((out / "eval.json").read_text())
     tri = rep["stages"]["triangulated"]
-    # 6 cameras, hard noise: the robust triangulation is within a few centimetres of the truth.
-    assert 1.0 < tri["mpjpe_mm"] < 100.0 and tri["coverage_pct"] > 80.0
+    # 6 cameras, hard noise, a hug: the robust triangulation is within a few centimetres of the truth (28 mm measured).
+    assert 5.0 < tri["mpjpe_mm"] < 50.0 and tri["coverage_pct"] > 80.0
     assert "triangulate" in rep["timings_s"] and "synth" in rep["timings_s"]
     with np.load(out / "result" / "result.npz") as z:
         assert z["joints3d_triangulated"].shape == (24, 2, 17, 4)
