@@ -115,13 +115,28 @@ def test_contact_pickup_needs_overlapping_boxes():
     uv, front, box, pf, occ = _inputs(separate=True)
     _, lab = apply_detector_noise(uv, front, SIZE, box, pf, occ, cfg, np.random.default_rng(6))
     assert np.mean(lab == 3) == 0.0
-    uv, front, box, pf, occ = _inputs(separate=False)  # boxes offset by 100 px of 300: IoU 0.5
-    _, lab = apply_detector_noise(uv, front, SIZE, box, pf, occ, cfg, np.random.default_rng(6))
-    x1 = np.maximum(box[..., 0, 0], box[..., 1, 0])
-    inter = (np.minimum(box[..., 0, 2], box[..., 1, 2]) - x1) * (box[..., 0, 3] - box[..., 0, 1])
-    area = (box[..., 0, 2] - box[..., 0, 0]) * (box[..., 0, 3] - box[..., 0, 1])
-    iou = float(np.mean(inter / (2 * area - inter)))
-    assert np.mean(lab == 3) == pytest.approx(0.5 * iou, abs=0.02)
+
+
+def test_contact_pickup_rate_follows_its_configuration_and_only_near_the_partner():
+    """Only keypoints near the same keypoint of the partner (contact_pickup_radius x person size) are picked up,
+    each with probability contact_swap_prob; the others never are."""
+    cfg = _clean(contact_swap_prob=0.3, contact_pickup_radius=0.1)
+    uv, front, box, pf, occ = _inputs(separate=False)  # person 1 = person 0 shifted 100 px (box ~300 px)
+    uv[:, :, 1] = uv[:, :, 0] + np.array([100.0, 0.0])
+    near = np.zeros(K, bool)
+    near[:5] = True
+    uv[:, :, 1, near] = uv[:, :, 0, near] + np.array([10.0, 5.0])  # 5 keypoints in contact (~11 px apart)
+    box = np.concatenate([uv.min(3), uv.max(3)], -1)
+    kp, lab = apply_detector_noise(uv, front, SIZE, box, pf, occ, cfg, np.random.default_rng(6))
+    assert np.mean(lab[..., near] == 3) == pytest.approx(0.3, abs=0.02)
+    assert np.all(lab[..., ~near] != 3)
+    # A picked-up keypoint sits on the partner's keypoint.
+    f, c, p, k = np.argwhere(lab == 3)[0]
+    assert np.linalg.norm(kp[f, c, p, k, :2] - uv[f, c, 1 - p, k]) < 10 * cfg.pixel_sigma * 300
+    # The preset's overall rate stays a detector-like few percent of the in-contact share, not of all keypoints.
+    cfg0 = dataclasses.replace(cfg, contact_swap_prob=0.0)
+    _, lab0 = apply_detector_noise(uv, front, SIZE, box, pf, occ, cfg0, np.random.default_rng(6))
+    assert np.mean(lab0 == 3) == 0.0
 
 
 def test_occlusion_lowers_confidence_and_jumps_to_the_occluder():

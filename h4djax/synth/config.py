@@ -102,9 +102,11 @@ class MotionConfig:
     contact_clearance: float = 0.012
     """Gap (m) between a hand (palm surface) and the partner's skin at a contact target."""
     separation_margin: float = 0.01
-    """Torso-to-torso gap (m) enforced by the separation solver at the keyframes."""
+    """Body-to-body gap (m, arms excluded) enforced by the separation solver."""
     separation_iters: int = 4
-    """Iterations of the keyframe separation solver (each: inside test, push along the contact normal)."""
+    """Push rounds of the separation solver (each: inside test, push along the line between the torsos)."""
+    separation_stride: int = 2
+    """The separation solver runs on every n-th frame (batched); offsets are interpolated in between."""
     contact_rounds: int = 3
     """Rounds of the contact check: each tests the arms' capsule proxies against the partner's skin and lifts the
     palm by the penetration found."""
@@ -163,8 +165,13 @@ class NoiseConfig:
     miss_kpt_prob: float = 0.01
     """Per keypoint, probability of a dropped keypoint (conf 0)."""
     contact_swap_prob: float = 0.2
-    """Per keypoint, probability (times the IoU of the two people's boxes) of picking up the same keypoint of the
-    other person: top-down detectors on overlapping boxes mix people up during contact."""
+    """Probability that a keypoint IN CONTACT (see `contact_pickup_radius`) takes the position of the same keypoint
+    of the other person: top-down detectors on overlapping boxes mix up limbs that touch. The overall pick-up rate
+    is this x the share of keypoints in contact (a few % of all observations in a hug); keypoints away from the
+    partner are never picked up."""
+    contact_pickup_radius: float = 0.1
+    """A keypoint is in contact when the same keypoint of another person (boxes overlapping) lies within this
+    fraction of its person's size (longer side of the box, px) in the image."""
     min_visible_conf: float = 0.0
     """Confidences are clipped to [this, 1] for reported keypoints; truncated (out-of-image) keypoints get 0."""
 

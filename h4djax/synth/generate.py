@@ -7,9 +7,10 @@ Pipeline (`generate`), every step vectorized over frames (no Python loop over fr
    people (timing jitter), random per-keyframe joint perturbations (pose jitter), a slow continuous sway;
 3. C1 quaternion-spline interpolation of every joint at the frame times (`motion.interpolate_rotations`);
 4. forward pass 1 of the body model -> floor contact (lowest vertex on y = 0 in every frame);
-5. separation at the keyframes: bodies without their arms are pushed apart along the line between their torsos
-   until no vertex of one lies inside the other (winding numbers, `eval.metrics.winding_and_distance`), or
-   pulled together to touch where the script asks for contact; offsets are splined over the frames;
+5. separation on every `separation_stride`-th frame (batched): bodies without their arms (legs included) are
+   pulled together to touch where the script asks for a two-handed contact, then pushed apart along the line
+   between their torsos until no vertex of one lies inside the other (winding numbers,
+   `eval.metrics.winding_and_distance`); offsets are interpolated linearly in between;
 6. hand contacts: analytic two-bone IK of shoulder-elbow-wrist to targets on the partner's posed skin (palm
    `contact_clearance` off the skin, hand flat along the surface, palm turned towards it), blended in by the
    keyframed contact weights;
@@ -294,43 +295,56 @@ def _vertex_normals(verts: np.ndarray, faces: np.ndarray, face_ids: np.ndarray) 
 
 def _separate(model, topo: BodyTopology, verts: np.ndarray, joints: np.ndarray, frames: np.ndarray,
               touch: np.ndarray, movable: list[float], margin: float, iters: int) -> np.ndarray:
-    """Offsets [len(frames), 2, 3] for people 0 and 1 at the given frames so that their arm-less bodies do not
-    intersect (and touch within `margin` where `touch`). Batched over frames; `iters` push/pull rounds."""
+    """Offsets [len(frames), 2, 3] for people 0 and 1 at the given frames so that their arm-less bodies (legs
+    included) do not intersect, batched over frames. `touch` [len(frames)] in [0, 1]: where > 0, the bodies are
+    first pulled together by touch x (gap - margin) (contact, e.g. chests in an embrace), then every round pushes
+    the penetrating frames apart by depth + margin along the line between the torsos (`iters` rounds, each
+    batched over the frames that still penetrate)."""
     off = np.zeros((len(frames), 2, 3))
     keep = np.flatnonzero(~topo.arm_vertex)[::6]
-    # Only keyframes where the two arm-less bodies' boxes come within 5 cm (or that ask for contact) can need a
-    # push; the others keep a zero offset.
+    frames = np.asarray(frames)
+    touch = np.asarray(touch, float)
+    # Only frames where the two arm-less bodies' boxes come within 5 cm (or that ask for contact) can need a push;
+    # the others keep a zero offset.
     ta, tb = verts[0][frames][:, keep], verts[1][frames][:, keep]
-    near = np.all((ta.min(1) < tb.max(1) + 0.05) & (tb.min(1) < ta.max(1) + 0.05), -1) | touch
+    near = np.all((ta.min(1) < tb.max(1) + 0.05) & (tb.min(1) < ta.max(1) + 0.05), -1) | (touch > 0)
     sel = np.flatnonzero(near)
     if sel.size == 0:
         return off
-    frames, touch = np.asarray(frames)[sel], touch[sel]
-    va = jnp.asarray(verts[0, frames], jnp.float32)
-    vb = jnp.asarray(verts[1, frames], jnp.float32)
-    ca = joints[0, frames, 6]  # spine2: torso centre
-    cb = joints[1, frames, 6]
-    d = cb - ca
+    frames, touch = frames[sel], touch[sel]
+    va, vb = verts[0, frames], verts[1, frames]
+    d = joints[1, frames, 6] - joints[0, frames, 6]  # spine2: torso centres
     d = d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-9)
     wa, wb = movable[0], movable[1]
     tot = max(wa + wb, 1e-9)
     wa, wb = wa / tot, wb / tot
-    sub = np.zeros((len(frames), 2, 3))
-    for _ in range(iters):  # a handful of rounds, each batched over all keyframes
-        pa = va + jnp.asarray(sub[:, 0, None, :], jnp.float32)
-        pb = vb + jnp.asarray(sub[:, 1, None, :], jnp.float32)
-        depth_b, gap_b = _pen_depth(pb[:, keep], pa, topo.torso_clusters)
-        depth_a, gap_a = _pen_depth(pa[:, keep], pb, topo.torso_clusters)
-        depth = np.maximum(np.asarray(depth_a), np.asarray(depth_b))
-        gap = np.minimum(np.asarray(gap_a), np.asarray(gap_b))
-        # Penetrating: push apart by the depth (+ margin). Not touching where asked to: pull in by the gap.
-        push = np.where(depth > 0, depth + margin, np.where(touch & (gap > margin), -(gap - margin), 0.0))
-        if np.all(np.abs(push) < 1e-3):
+    shift = np.zeros(len(frames))  # signed push along d (+ = apart)
+    todo = np.arange(len(frames))
+    for it in range(iters + 1):  # round 0 pulls (touch) and pushes; the others only push
+        sa = (-wa * shift[todo, None] * d[todo])[:, None]
+        sb = (wb * shift[todo, None] * d[todo])[:, None]
+        depth_b, gap_b = _pen_depth_batched(vb[todo][:, keep] + sb, va[todo] + sa, topo.torso_clusters)
+        depth_a, gap_a = _pen_depth_batched(va[todo][:, keep] + sa, vb[todo] + sb, topo.torso_clusters)
+        depth, gap = np.maximum(depth_a, depth_b), np.minimum(gap_a, gap_b)
+        push = np.where(depth > 0, depth + margin, 0.0)
+        if it == 0:
+            push = np.where(depth > 0, push, -touch[todo] * np.maximum(gap - margin, 0.0))
+        shift[todo] += push
+        todo = todo[depth > 0] if it > 0 else todo[np.abs(push) > 1e-3]
+        if todo.size == 0 or it == iters:
             break
-        sub[:, 0] -= wa * push[:, None] * d
-        sub[:, 1] += wb * push[:, None] * d
-    off[sel] = sub
+    off[sel, 0] = -wa * shift[:, None] * d
+    off[sel, 1] = wb * shift[:, None] * d
     return off
+
+
+def _pen_depth_batched(points: np.ndarray, mesh_verts: np.ndarray, clusters) -> tuple[np.ndarray, np.ndarray]:
+    """`_pen_depth` over frames, padded to a power of two (a few compiled shapes instead of one per count)."""
+    n = len(points)
+    m = 1 << max(int(np.ceil(np.log2(max(n, 1)))), 2)
+    pad = lambda a: np.concatenate([a, np.repeat(a[-1:], m - n, 0)], 0) if m > n else a  # noqa: E731
+    dep, gap = _pen_depth(jnp.asarray(pad(points), jnp.float32), jnp.asarray(pad(mesh_verts), jnp.float32), clusters)
+    return np.asarray(dep, np.float64)[:n], np.asarray(gap, np.float64)[:n]
 
 
 @jax.jit
@@ -356,6 +370,9 @@ class _ArmIK:
     E: np.ndarray
     W: np.ndarray
     tip: np.ndarray  # end of the hand (finger base), [F, 3]
+    G_co: np.ndarray | None = None  # keyframed world rotation of the collar (parent of the shoulder), [F, 3, 3]
+    K_loc: tuple | None = None  # keyframed local rotations of shoulder, elbow, wrist, each [F, 3, 3]
+    bones: tuple | None = None  # rest bone vectors shoulder->elbow, elbow->wrist, wrist->hand
 
 
 def _arm_ik(track: _Track, side: str, rest: np.ndarray, shoulder_pos: np.ndarray, targets: np.ndarray,
@@ -417,7 +434,9 @@ def _arm_ik(track: _Track, side: str, rest: np.ndarray, shoulder_pos: np.ndarray
     R_w = rotation_between(np.broadcast_to(r3, t_hand.shape), np.einsum("fji,fj->fi", G_el @ tw_wr, t_hand))
     L_wr = tw_wr @ R_w
     tip = W + hand_len * t_hand
-    return _ArmIK(L_sh=L_sh, L_el=L_el, L_wr=L_wr, S=shoulder_pos, E=E, W=W, tip=tip)
+    return _ArmIK(L_sh=L_sh, L_el=L_el, L_wr=L_wr, S=shoulder_pos, E=E, W=W, tip=tip, G_co=G[:, co],
+                  K_loc=(track.rot[:, sh], track.rot[:, el], track.rot[:, wr]),
+                  bones=(rest[el] - rest[sh], rest[wr] - rest[el], rest[hd] - rest[wr]))
 
 
 def _apply_ik(track: _Track, side: str, ik: _ArmIK, weight: np.ndarray) -> None:
@@ -442,11 +461,27 @@ def _arm_radii(model: BodyModel, betas: np.ndarray, rest: np.ndarray, side: str)
 
 
 _ARM_SAMPLES = np.linspace(0.15, 1.0, 5)
+_FINGER_REACH = 1.9  # the hand proxy runs from the wrist to the fingertips: this x the wrist-to-knuckle length
 
 
-def _arm_axis_points(ik: _ArmIK) -> np.ndarray:
-    """[F, 15, 3] points along the upper arm, forearm and hand axes (capsule proxy of the arm)."""
-    segs = [(ik.S, ik.E), (ik.E, ik.W), (ik.W, ik.tip)]
+def _arm_axis_points(ik: _ArmIK, weight: np.ndarray | None = None) -> np.ndarray:
+    """[F, 15, 3] points along the upper arm, forearm and hand (to the fingertips) axes (capsule proxy of the arm).
+    With `weight` [F]: of the arm actually posed, the keyframed arm slerped towards the IK solution by that weight
+    (`_apply_ik`), so blend-in and blend-out frames are checked too."""
+    if weight is None:
+        S, E, W, T = ik.S, ik.E, ik.W, ik.tip
+    else:
+        bl = [quat_to_mat(slerp(mat_to_quat(k), mat_to_quat(L), weight))
+              for k, L in zip(ik.K_loc, (ik.L_sh, ik.L_el, ik.L_wr))]
+        G_sh = ik.G_co @ bl[0]
+        G_el = G_sh @ bl[1]
+        G_wr = G_el @ bl[2]
+        S = ik.S
+        E = S + np.einsum("fij,j->fi", G_sh, ik.bones[0])
+        W = E + np.einsum("fij,j->fi", G_el, ik.bones[1])
+        T = W + np.einsum("fij,j->fi", G_wr, ik.bones[2])
+    T = W + _FINGER_REACH * (T - W)
+    segs = [(S, E), (E, W), (W, T)]
     return np.concatenate([a[:, None] + _ARM_SAMPLES[None, :, None] * (b - a)[:, None] for a, b in segs], 1)
 
 
@@ -527,23 +562,22 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
     joints[..., 1] += y[..., None]
     t0 = tick("pass1", t0)
 
-    # Separation at the keyframes of the interacting pair, splined over the frames.
-    kt = np.union1d(tracks[0].key_times, tracks[1].key_times)
-    kt = kt[(kt >= times[0]) & (kt <= times[-1])]
-    kf = np.unique(np.clip(np.searchsorted(times, kt), 0, F - 1))
-    if len(kf) == 0:
-        kf = np.array([0])
-    # Touch where both hands of someone are in contact (embrace, hold, grappling) at that keyframe.
-    touch = np.zeros(len(kf), bool)
+    # Separation of the interacting pair on every `separation_stride`-th frame (and the last), batched; offsets
+    # linearly interpolated in between. Touch (pull together) where both hands of someone are in contact (embrace,
+    # hold, grappling), weighted by the contact weight so the pull fades in and out with the contact.
+    stride = max(1, mc.separation_stride)
+    sf = np.union1d(np.arange(0, F, stride), [F - 1])
+    touch = np.zeros(len(sf))
     for tr in tracks[:2]:
-        touch |= (tr.contact_w["left"][kf] > 0.9) & (tr.contact_w["right"][kf] > 0.9)
-    off_k = _separate(model, topo, verts, joints, kf, touch, script.movable, mc.separation_margin,
+        both = np.minimum(tr.contact_w["left"][sf], tr.contact_w["right"][sf])
+        touch = np.maximum(touch, np.clip((both - 0.5) / 0.4, 0.0, 1.0))
+    off_s = _separate(model, topo, verts, joints, sf, touch, script.movable, mc.separation_margin,
                       mc.separation_iters)
     offsets = np.zeros((P, F, 3))
-    if len(kf) > 1:
-        offsets[:2] = np.moveaxis(interpolate_positions(times[kf], off_k, times, "spline"), 0, 1)
-    else:
-        offsets[:2] = off_k[0][:, None, :]
+    fr = np.arange(F)
+    for p in range(2):
+        for k in range(3):
+            offsets[p, :, k] = np.interp(fr, sf, off_s[:, p, k])
     verts[:2] += offsets[:2, :, None, :]
     joints[:2] += offsets[:2, :, None, :]
     t0 = tick("separation", t0)
@@ -599,7 +633,7 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
 
     def penetration(iks_) -> np.ndarray:
         """[len(iks_), n_check] deepest capsule penetration of each arm into its partner's arm-less body."""
-        pts = [_arm_axis_points(ik)[check] for ik in iks_]  # each [n_check, 15, 3]
+        pts = [_arm_axis_points(ik, jobs[k % len(jobs)]["w"])[check] for k, ik in enumerate(iks_)]  # [n_check, 15, 3]
         partner_of = [jobs[k % len(jobs)]["q"] for k in range(len(iks_))]
         sd = [None] * len(iks_)
         for q in sorted(set(partner_of)):  # one batched query per partner mesh and checked frame

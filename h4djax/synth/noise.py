@@ -9,8 +9,9 @@ the last effect per keypoint, see `NOISE_LABELS`):
    confidence = conf_base - conf_error_slope x |error / sigma| + noise, so confidence correlates with error;
 2. occlusion (from `h4djax.synth.visibility`): noise x occluded_sigma_scale, confidence x occluded_conf_scale;
    a keypoint hidden by ANOTHER person jumps onto the nearest keypoint of that person with occluded_jump_prob;
-3. contact pick-up: with probability contact_swap_prob x IoU(boxes of the two people) a keypoint takes the position
-   of the same keypoint of the other person (top-down detectors on overlapping boxes);
+3. contact pick-up: a keypoint within contact_pickup_radius x person size (image) of the same keypoint of another
+   person whose box overlaps takes that keypoint's position with probability contact_swap_prob (top-down detectors
+   on overlapping boxes mix up limbs that touch); keypoints away from the partner are never picked up;
 4. left/right swaps per pair (swap_prob) and whole-body flips (flip_prob), confidences kept;
 5. gross outliers (outlier_prob): uniform in the person's box grown by 50%, confidence in outlier_conf;
 6. missed detections: runs of miss_duration frames starting with probability miss_prob per person-view-frame, and
@@ -130,16 +131,23 @@ def apply_detector_noise(
     conf = np.where(jump, rng.uniform(0.4, 0.75, (F, C, P, K)), conf)
     labels[jump] = 2
 
-    # 3. Contact pick-up: the same keypoint of the most-overlapping other person.
+    # 3. Contact pick-up: a keypoint lying near the SAME keypoint of the other person in the image (within
+    # contact_pickup_radius x its person size, boxes overlapping) takes that person's keypoint with probability
+    # contact_swap_prob. Only keypoints actually close to the partner are eligible, so the overall rate is
+    # contact_swap_prob x (share of keypoints in contact), not a share of every keypoint of overlapping boxes.
     if P > 1:
         iou = _iou(box[:, :, :, None, :], box[:, :, None, :, :])  # [F, C, P, P]
         iou[:, :, np.arange(P), np.arange(P)] = -1.0
-        other = np.argmax(iou, -1)  # [F, C, P]
-        best = np.take_along_axis(iou, other[..., None], -1)[..., 0]
-        p_pick = cfg.contact_swap_prob * np.clip(best, 0.0, 1.0)
-        pick = rng.random((F, C, P, K)) < p_pick[..., None]
-        other_out = out[f_i, c_i, other[..., None], np.arange(K)[None, None, None, :]]
-        other_conf = conf[f_i, c_i, other[..., None], np.arange(K)[None, None, None, :]]
+        # Image distance of each keypoint to the same keypoint of every other person; the nearest one is picked.
+        dist = np.linalg.norm(uv[:, :, :, None] - uv[:, :, None, :], axis=-1)  # [F, C, P, P, K]
+        dist = np.where((iou > 0.0)[..., None], dist, np.inf)
+        other = np.argmin(dist, 3)  # [F, C, P, K]
+        near = np.take_along_axis(dist, other[:, :, :, None], 3)[:, :, :, 0]
+        eligible = near < cfg.contact_pickup_radius * size[..., None]
+        pick = eligible & (rng.random((F, C, P, K)) < cfg.contact_swap_prob)
+        k_i = np.arange(K)[None, None, None, :]
+        other_out = out[f_i, c_i, other, k_i]
+        other_conf = conf[f_i, c_i, other, k_i]
         out = np.where(pick[..., None], other_out, out)
         conf = np.where(pick, np.maximum(other_conf, 0.5), conf)
         labels[pick] = 3
