@@ -11,6 +11,8 @@ paper for the limb definition (lambda_{t+1} - lambda_t, `limb_mode="temporal"`) 
 - L_limb = sum_l mean_t rho(lambda_{t+1,l} - lambda_{t,l}) ("temporal", paper), or rho(lambda_t - mean_t lambda)
   ("mean", EgoHumans code), or rho(lambda_t - median of the valid triangulated lengths) ("median", robust constant
   target).
+  Default "median" (a documented deviation, RefineConfig.limb_mode). Limbs named in `free_limbs` (default the
+  non-rigid shoulder-hip and ear-shoulder, RefineConfig.free_limbs) are left out of L_limb and L_symm.
 - L_symm = sum_pairs mean_t rho(lambda_left - lambda_right). (EgoHumans sums over t here; we average so that a
   weight means the same for every sequence length.)
 - L_temporal = mean_t mean_k ||y_{t+1,k} - y_{t,k}||^2 ("squared", EgoHumans) or mean_t mean_k rho(||.||) ("l2",
@@ -28,11 +30,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from jaxtyping import Array, Bool, Float
 
-from h4djax.refine.gapfill import limb_lengths, limb_presence, safe_norm
-from h4djax.refine.limbs import SYMMETRIC_DIFF, SYMMETRIC_PAIRS
+from h4djax.refine.gapfill import limb_lengths, limb_presence, masked_median, safe_norm
+from h4djax.refine.limbs import LIMB_NAMES, SYMMETRIC_DIFF, SYMMETRIC_PAIRS
 
 LIMB_MODES = ("temporal", "mean", "median")
 TEMPORAL_PENALTIES = ("squared", "l2")
@@ -81,14 +84,23 @@ def make_obs(
     *,
     limb_mode: str = "temporal",
     temporal_penalty: str = "squared",
+    free_limbs: tuple[str, ...] = (),
 ) -> RefineObs:
-    """RefineObs with its masks precomputed from `present` (frames >= num_frames must be absent)."""
+    """RefineObs with its masks precomputed from `present` (frames >= num_frames must be absent).
+
+    free_limbs: names (limbs.LIMB_NAMES) left out of L_limb and L_symm (their masks are 0): limbs that are not
+    rigid on the body. A symmetric pair with a free limb is left out of L_symm.
+    """
+    unknown = set(free_limbs) - set(LIMB_NAMES)
+    if unknown:
+        raise ValueError(f"refine.free_limbs: {sorted(unknown)} not in {LIMB_NAMES}")
     if limb_mode not in LIMB_MODES:
         raise ValueError(f"refine.limb_mode: {limb_mode!r} is not one of {LIMB_MODES}")
     if temporal_penalty not in TEMPORAL_PENALTIES:
         raise ValueError(f"refine.temporal_penalty: {temporal_penalty!r} is not one of {TEMPORAL_PENALTIES}")
     dtype = target.dtype
-    limb = limb_presence(present)
+    keep = np.array([name not in free_limbs for name in LIMB_NAMES])
+    limb = limb_presence(present) & keep
     left, right = SYMMETRIC_PAIRS[:, 0], SYMMETRIC_PAIRS[:, 1]
     return RefineObs(
         target=target, data_weight=data_weight.astype(dtype), present=present,
@@ -173,21 +185,6 @@ def loss_terms(y: Float[Array, "frames people kpts 3"], obs: RefineObs) -> Float
     """The unweighted terms stacked in TERM_NAMES order (same values as TERMS; limb lengths computed once)."""
     lam = limb_lengths(y)
     return jnp.stack([_limb_term(lam, obs), _symm_term(lam, obs), temporal_loss(y, obs), data_loss(y, obs)])
-
-
-def masked_median(values: Float[Array, "frames ..."], mask: Bool[Array, "frames ..."]) -> tuple[Array, Array]:
-    """Median over axis 0 of the entries where mask (mean of the two middle ones for even counts).
-
-    Returns (median, any): median is 0 where no entry is valid. Sorting is differentiable almost everywhere.
-    """
-    count = jnp.sum(mask, axis=0)
-    big = jnp.asarray(jnp.finfo(values.dtype).max, values.dtype)
-    s = jnp.sort(jnp.where(mask, values, big), axis=0)
-    lo = jnp.clip((count - 1) // 2, 0, values.shape[0] - 1)
-    hi = jnp.clip(count // 2, 0, values.shape[0] - 1)
-    pick = lambda i: jnp.take_along_axis(s, i[None], axis=0)[0]
-    med = 0.5 * (pick(lo) + pick(hi))
-    return jnp.where(count > 0, med, 0.0), count > 0
 
 
 def total_loss(y: Float[Array, "frames people kpts 3"], obs: RefineObs, w: Float[Array, "4"]) -> Float[Array, ""]:
