@@ -12,7 +12,7 @@ gradient flows through the fit only: the same derivative as through `run_pipelin
 time (whole-chain gradients w.r.t. keypoints, cameras and weights: tests/test_pipeline.py).
 
 The weights are traced arrays, so the outer loop never recompiles: the script counts XLA compilations (and their
-seconds) during every step with a `jax.monitoring` listener, and times step 0 (compile + run) apart from 1+.
+seconds) during every outer step with a `jax.monitoring` listener, and times the first call (compile + run) apart.
 
     h4d synth /tmp/tune/train --cameras 8 --frames 24 --scenario hug --seed 0 --preset configs/synth_hard.toml
     h4d synth /tmp/tune/test  --cameras 8 --frames 24 --scenario hug --seed 1 --preset configs/synth_hard.toml
@@ -48,7 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "schedule before and after tuning)")
     p.add_argument("--iters-scale", type=float, default=1.0,
                    help="multiply every stage's iteration count (default %(default)s = 50/20/120)")
+    p.add_argument("--fd-check", type=float, nargs="*", default=None, metavar="H",
+                   help="before tuning, compare each gradient entry with central differences of step H in log "
+                        "space (same compiled program; e.g. --fd-check 0.01 0.001)")
     p.add_argument("--json", type=Path, default=None, help="write the step log and results here")
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG of the train MPJPE and weights per step")
     return p.parse_args(argv)
 
 
@@ -160,6 +164,27 @@ def main(argv=None) -> int:
         upd, opt_state = opt.update(grad, opt_state, log_w)
         return optax.apply_updates(log_w, upd), opt_state
 
+    # The first call traces and compiles the value-and-grad program (once: every later call, on either capture and
+    # with any weights, reuses it). Timed apart from the outer steps.
+    n0, c0, t = compiles["n"], compiles["s"], time.perf_counter()
+    jax.block_until_ready(value_and_grad(log_w, *data(train)))
+    first = dict(seconds=time.perf_counter() - t, compiles=compiles["n"] - n0, compile_s=compiles["s"] - c0)
+    print(f"first value_and_grad call: {first['seconds']:.1f} s, of which {first['compile_s']:.1f} s tracing + "
+          f"compiling ({first['compiles']} XLA compilation(s))", flush=True)
+
+    fd = []
+    if args.fd_check:
+        # Adam's first step is lr * sign(g): the fit is piecewise smooth, so differences over a step that crosses a
+        # sign change of some inner gradient entry measure a jump, not the derivative. Report, do not assert.
+        _, g0 = value_and_grad(log_w, *data(train))
+        for n in names:
+            for h in args.fd_check:
+                plus = float(value_and_grad({**log_w, n: log_w[n] + h}, *data(train))[0])
+                minus = float(value_and_grad({**log_w, n: log_w[n] - h}, *data(train))[0])
+                fd.append(dict(weight=n, h=h, grad_mm=float(g0[n]) * 1000, fd_mm=(plus - minus) / (2 * h) * 1000))
+                print(f"fd check {n:12s} h={h:g}: jax.grad {fd[-1]['grad_mm']:+.4g}  central difference "
+                      f"{fd[-1]['fd_mm']:+.4g}  (mm per unit log weight)")
+
     log = []
     print(f"{'step':>4} {'train MPJPE mm':>14} {'seconds':>8} {'compiles':>8} {'compile s':>9}  weights  "
           "[d MPJPE(mm) / d log w]")
@@ -198,24 +223,51 @@ def main(argv=None) -> int:
         "best_on_train": dict(step=best[2], weights={n: float(jnp.exp(best[1][n])) for n in names},
                               train_mm=best[0] * 1000, heldout_mm=score(best[1], held)),
     }
-    step_times = [e["seconds"] for e in log[1:]]
-    timing = dict(first_call_s=log[0]["seconds"], first_call_compile_s=log[0]["compile_s"],
-                  median_step_s=float(np.median(step_times)) if step_times else None,
-                  compiles_after_step0=sum(e["compiles"] for e in log[1:]),
+    step_times = [e["seconds"] for e in log]
+    timing = dict(first_call_s=first["seconds"], first_call_compile_s=first["compile_s"],
+                  median_step_s=float(np.median(step_times)), max_step_s=float(np.max(step_times)),
+                  compiles_in_steps=sum(e["compiles"] for e in log),
                   jit_cache_size_after=value_and_grad._cache_size())
-    print(f"\nfirst value_and_grad: {timing['first_call_s']:.1f} s, of which {timing['first_call_compile_s']:.1f} s "
-          f"tracing + compiling; later steps: median {timing['median_step_s']:.2f} s, "
-          f"{timing['compiles_after_step0']} compilations; value_and_grad programs after scoring both captures: "
-          f"{timing['jit_cache_size_after']} (1 = no recompilation across steps, weights and captures)")
+    print(f"\nfirst value_and_grad call: {timing['first_call_s']:.1f} s ({timing['first_call_compile_s']:.1f} s "
+          f"tracing + compiling); outer steps: median {timing['median_step_s']:.2f} s, max "
+          f"{timing['max_step_s']:.2f} s, {timing['compiles_in_steps']} compilations; value_and_grad programs after "
+          f"scoring both captures: {timing['jit_cache_size_after']} (1 = no recompilation across steps, weights "
+          "and captures)")
     print(f"{'':15} {'train MPJPE mm':>14} {'held-out MPJPE mm':>17}  weights")
     for k, r in results.items():
         print(f"{k:15} {r['train_mm']:14.2f} {r['heldout_mm']:17.2f}  "
               + " ".join(f"{n}={v:.4g}" for n, v in r["weights"].items()))
     if args.json:
         args.json.write_text(json.dumps(dict(args={k: str(v) for k, v in vars(args).items()}, schedule=schedule,
-                                             frames=F, cameras=C, people=P, log=log, results=results,
+                                             frames=F, cameras=C, people=P, log=log, results=results, fd_check=fd,
                                              timing=timing, jax=jax.__version__), indent=1))
+    if args.plot:
+        plot(log, results, names, args.plot)
     return 0
+
+
+def plot(log: list[dict], results: dict, names: tuple[str, ...], path: Path) -> None:
+    """Train MPJPE per outer step (held-out before/after as markers) and the tuned weights (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [e["step"] for e in log]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(steps, [e["train_mpjpe_mm"] for e in log], "o-", label="train (seed 0)")
+    a.plot([0, steps[-1]], [results["initial"]["heldout_mm"], results["final"]["heldout_mm"]], "s--",
+           label="held-out (seed 1), before / after")
+    a.set_xlabel("outer step (one value_and_grad through the fit)")
+    a.set_ylabel("MPJPE of fitted keypoints (mm)")
+    a.legend()
+    for n in names:
+        b.semilogy(steps, [e["weights"][n] / log[0]["weights"][n] for e in log], "o-", label=n)
+    b.set_xlabel("outer step")
+    b.set_ylabel("weight / initial weight")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":
