@@ -49,12 +49,13 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import h4djax  # noqa: E402,F401  (before jax: sets the XLA flag working around the jaxlib CPU fusion bug)
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 from h4djax.body import SmplParams, load_body_model, smpl_forward_batch  # noqa: E402
 from h4djax.config import Config  # noqa: E402
@@ -154,7 +155,7 @@ def contact_metrics(va, vb, clusters, stride: int = 2, resolution: int = 24) -> 
 
 
 def run_capture(cap_dir: Path, variants: list[str], model, base: Config, epochs: int | None,
-                clip: slice = slice(None)) -> dict:
+                clip: slice = slice(None), progress=None) -> dict:
     from h4djax.synth.generate import body_topology
 
     cap = read_capture(cap_dir)
@@ -206,7 +207,10 @@ def run_capture(cap_dir: Path, variants: list[str], model, base: Config, epochs:
             r["grid_builds_per_iteration"] = round(float(b.mean()), 2)
             r["grid_builds_first_iteration_mean"] = round(float(b[:: cfg.fit.stages[-1].iters].mean()), 1)
             r["grid_builds_reference"] = int(b[:: cfg.fit.stages[-1].iters].sum()) * cfg.fit.stages[-1].iters
+        r["load_avg_1min"] = round(os.getloadavg()[0], 2)
         out["variants"][name] = r
+        if progress is not None:
+            progress(out)
         c = r["contact"]
         if counter is not None:
             print(f"  {name}: {r['grid_builds']} grid builds in {len(counter.builds)} iterations "
@@ -288,22 +292,44 @@ def main(argv=None):
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "h4d_colfit")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "collision_fit.json")
     ap.add_argument("--clip", default=None, help="START:END frames of the capture to fit (default: all)")
-    ap.add_argument("--quick", action="store_true", help="12 frames, 1 epoch, few iterations, no files")
+    ap.add_argument("--quick", action="store_true", help="hug, 12 frames at 2 fps, 4 cameras, 1 epoch, 1/20 of the iterations, no files")
     ap.add_argument("--no-results-md", action="store_true")
+    ap.add_argument("--compile-cache", type=Path, default=None,
+                    help="JAX persistent compilation cache directory (a capture of the same shape reuses the fit's "
+                         "executables: its compile_s is then a cache load, not a compilation)")
+    ap.add_argument("--merge", default=None,
+                    help="comma-separated JSON files of earlier runs (e.g. one scenario per process): write their "
+                         "captures as one --out and RESULTS.md section, run nothing")
     a = ap.parse_args(argv)
+    if a.merge:
+        parts = [json.loads(Path(f).read_text()) for f in a.merge.split(",")]
+        res = dict(parts[0])
+        res["captures"] = [c for p in parts for c in p["captures"]]
+        res["command"] = " ; ".join(p["command"] for p in parts)
+        res["machine"] = dict(parts[0]["machine"], load_before=[min(p["machine"]["load_before"][i] for p in parts)
+                                                                 for i in range(3)],
+                              load_after=[max(p["machine"]["load_after"][i] for p in parts) for i in range(3)])
+        res["args"] = dict(parts[0]["args"], scenarios=",".join(p["args"]["scenarios"] for p in parts))
+        res["merged_from"] = a.merge.split(",")
+        a.out.write_text(json.dumps(res, indent=1) + "\n")
+        if not a.no_results_md:
+            write_results_section(markdown(res), ROOT / "bench" / "RESULTS.md")
+        print(markdown(res))
+        return 0
+    if a.compile_cache is not None:
+        jax.config.update("jax_compilation_cache_dir", str(a.compile_cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     base = Config()
     if a.quick:
-        a.clip, a.scenarios = "30:42", "hug"
+        # a small capture of its own (12 frames at 2 fps span the approach and the embrace), 4 cameras
+        a.clip, a.scenarios, a.frames, a.fps, a.cameras = None, "hug", 12, 2.0, 4
         stages = tuple(dataclasses.replace(s, iters=max(2, s.iters // 20)) for s in base.fit.stages)
         base = dataclasses.replace(base, fit=dataclasses.replace(base.fit, stages=stages))
         a.epochs = 1
     model = load_body_model()
     load_before = os.getloadavg()
     caps = []
-    for scen in a.scenarios.split(","):
-        d = ensure_capture(a.cache, scen, a.frames, a.cameras, a.fps, a.seed)
-        clip = slice(*(int(x) for x in a.clip.split(":"))) if a.clip else slice(None)
-        caps.append(run_capture(d, a.variants.split(","), model, base, a.epochs, clip))
     res = {
         "benchmark": "bench/collision_fit.py", "date": "2026-11-25",
         "command": "python bench/collision_fit.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -315,6 +341,17 @@ def main(argv=None):
         "date_run": datetime.datetime.now().isoformat(timespec="seconds"),
         "captures": caps,
     }
+
+    def progress(cap):  # partial results after every variant (a long run killed midway keeps what it did)
+        res["machine"]["load_after"] = list(os.getloadavg())
+        if not a.quick:
+            a.out.with_suffix(".partial.json").write_text(json.dumps(dict(res, captures=caps + [cap]), indent=1))
+
+    for scen in a.scenarios.split(","):
+        d = ensure_capture(a.cache, scen, a.frames, a.cameras, a.fps, a.seed)
+        clip = slice(*(int(x) for x in a.clip.split(":"))) if a.clip else slice(None)
+        caps.append(run_capture(d, a.variants.split(","), model, base, a.epochs, clip, progress))
+    res["machine"]["load_after"] = list(os.getloadavg())
     print(markdown(res))
     if a.quick:
         return 0
