@@ -241,24 +241,28 @@ def markdown(res: dict) -> str:
     lines = [MARK_BEGIN, "## Collision in the body fit (bench/collision_fit.py, issue 7)", "",
              f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores shared (load average "
              f"{res['machine']['load_before'][0]:.1f} before, {res['machine']['load_after'][0]:.1f} after), no GPU. "
-             f"Date {res['date']}. Command: `{res['command']}`.", "",
+             f"Date {res['date']}. Code: {res.get('git', 'unknown')}. Command: `{res['command']}`.", "",
+             *([res["note"], ""] if res.get("note") else []),
              f"Synthetic captures (`h4djax.synth`, seed {a['seed']}): {a['cameras']} cameras, {a['frames']} frames at "
              f"{a['fps']:g} fps, detector noise on; triangulation + refinement once, then the default three-stage fit "
              f"({res['epochs']} epochs, 50/20/120 Adam iterations) per variant. Depths: exact winding numbers, every 2nd "
              "vertex both ways, all frames; volume: 24^3 samples of the boxes' intersection per frame, summed. "
-             "Ratios are variant / off in the same run. Fit time = one run of the compiled program (compile separate).",
+             "Ratios are variant / off in the same run. Fit time = one run of the compiled program in wall seconds "
+             "(compile separate; CPU seconds of the run and the load average at its end in bench/collision_fit.json).",
              ""]
     for cap in res["captures"]:
         g = cap["gt"]
         lines += [f"**{cap['capture']}** (refined keypoints MPJPE {cap['refined_mpjpe_mm']} mm; ground truth: max depth "
                   f"{g['max_depth_mm']} mm, mean of per-frame max {g['mean_frame_max_depth_mm']} mm, volume "
-                  f"{g['volume_cm3']} cm^3, {g['frames_with_penetration']} frames penetrating)", "",
-                  "| variant | fit s (compile) | time / off | MPJPE mm | dMPJPE mm | PVE mm | max depth mm | mean of max mm "
+                  f"{g['volume_cm3']} cm^3, {g['frames_with_penetration']} frames penetrating)"
+                  + (f". {cap['note']}" if cap.get("note") else ""), "",
+                  "| variant | run s wall / CPU (compile s) | load | MPJPE mm | dMPJPE mm | PVE mm | max depth mm | mean of max mm "
                   "| mean depth mm | volume cm^3 | depth ratio (max / mean-of-max / mean) | volume ratio |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in cap["variants"].items():
             c, v = r["contact"], r.get("vs_off", {})
-            lines.append(f"| {name} | {r['run_s']} ({r['compile_s']}) | {v.get('run_time_ratio', '-')} | {r['mpjpe_mm']} "
+            lines.append(f"| {name} | {r['run_s']} / {r.get('run_cpu_s', '-')} ({r['compile_s']}) "
+                         f"| {r.get('load_avg_1min', '-')} | {r['mpjpe_mm']} "
                          f"| {v.get('mpjpe_change_mm', '-')} | {r['pve_mm']} | {c['max_depth_mm']} "
                          f"| {c['mean_frame_max_depth_mm']} | {c['mean_depth_mm']} | {c['volume_cm3']} "
                          f"| {v.get('max_depth_ratio', '-')} / {v.get('mean_frame_max_depth_ratio', '-')} / "
@@ -266,6 +270,20 @@ def markdown(res: dict) -> str:
         lines.append("")
     lines.append(MARK_END)
     return "\n".join(lines)
+
+
+def _git_version() -> str:
+    """HEAD commit, '+dirty' when tracked files differ from it (the results then come from uncommitted code)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def write_results_section(section: str, path: Path) -> None:
@@ -339,6 +357,7 @@ def main(argv=None):
                     "load_before": list(load_before), "load_after": list(os.getloadavg()),
                     "jax": jax.__version__, "backend": jax.default_backend()},
         "date_run": datetime.datetime.now().isoformat(timespec="seconds"),
+        "git": _git_version(),
         "captures": caps,
     }
 

@@ -138,35 +138,64 @@ def test_octahedron_body_is_closed_and_outward():
     np.testing.assert_allclose(_signed_volume(v, f), 24 * 4 * RADIUS ** 3 / 3, rtol=1e-6)
 
 
-def test_fit_grid_cache_is_the_reference_and_separates(setup):
-    """The fit carrying the grid cache at tolerance 0 (Adam stage state, real per-grid conds) = the reference fit
-    (the same term called statelessly: every grid rebuilt in every iteration); collision on pushes two
-    interpenetrating bodies apart where collision off leaves them inside each other."""
+class _Counting:
+    """The stateful term, counting the grids its cache builds in each fit iteration (host callback)."""
+
+    stateful = True
+
+    def __init__(self, term):
+        self.term, self.builds = term, []
+
+    def __call__(self, verts, frame_mask):
+        return self.term(verts, frame_mask)
+
+    def init_state(self, *a, **k):
+        return self.term.init_state(*a, **k)
+
+    def apply(self, state, verts, frame_mask):
+        val, new = self.term.apply(state, verts, frame_mask)
+        jax.debug.callback(lambda s, b: self.builds.append((int(s), int(b))), new.step, new.builds - state.builds)
+        return val, new
+
+
+_COUNTING: dict = {}
+
+
+def test_fit_grid_cache_rebuilds_every_iteration_and_separates(setup):
+    """The fit carrying the grid cache at tolerance 0 (Adam stage state, real per-grid conds) rebuilds every
+    needed grid (4 frames x 2 people, all overlapping) in every iteration, i.e. it evaluates the reference term
+    (tests/test_collision.py: a freshly built cache gives the stateless loss and gradient; the slow test below
+    compares the whole fit with the stateless one); collision on pushes two interpenetrating bodies apart where
+    collision off leaves them inside each other. Two compilations of the fit (the third, the stateless reference,
+    is in the slow test: each costs minutes on the shared 2-core machine)."""
     model, kp, w, specs, weights, off_specs, off_weights = _fits(setup)
-    exact = _exact_term(model)
-    p_ref, s_ref = _FIT(model, kp, w, specs, weights, 1, collision_fn=_Stateless(exact))
-    p_tol0, s_tol0 = _FIT(model, kp, w, specs, weights, 1, collision_fn=exact)
+    term = _COUNTING.setdefault(id(model), _Counting(_exact_term(model)))
+    term.builds.clear()
+    p_on, s_on = _FIT(model, kp, w, specs, weights, 1, collision_fn=term)
     p_off, _ = _FIT(model, kp, w, off_specs, off_weights, 1, collision_fn=None)
-    for a, b in zip(jax.tree.leaves(p_tol0), jax.tree.leaves(p_ref)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
-    np.testing.assert_allclose(np.asarray(s_tol0.history[0]), np.asarray(s_ref.history[0]), rtol=1e-4, atol=1e-6)
-    pen_off, pen_on = _penetration(model, p_off), _penetration(model, p_ref)
+    iters = specs[0].iters
+    assert sorted(term.builds) == [(k + 1, 8) for k in range(iters)], term.builds
+    pen_off, pen_on = _penetration(model, p_off), _penetration(model, p_on)
     assert pen_off > 0.05
     assert pen_on < 0.8 * pen_off, (pen_off, pen_on)
-    col = np.asarray(s_ref.history[0][0, :, -1])
+    col = np.asarray(s_on.history[0][0, :, -1])
     assert col[-1] < col[0]
 
 
 @pytest.mark.slow
 def test_fit_grid_cache_tolerance_and_batch(setup):
-    """Slow (two more compilations of the fit with the grid builder; the fast test above checks the cache logic
-    inside the fit at tolerance 0, tests/test_collision.py the tolerance and refresh period): a 1 cm tolerance
-    checked every 3rd iteration stays close to the reference fit and separates the bodies as well; under
-    fit_batch's vmap (the cache's cond becomes a select) the tolerance-0 fit is the reference."""
+    """Slow (three more compilations of the fit with the grid builder): the fit carrying the grid cache at
+    tolerance 0 = the reference fit (the same term called statelessly: every grid rebuilt in every iteration); a
+    1 cm tolerance checked every 3rd iteration stays close to the reference fit and separates the bodies as well;
+    under fit_batch's vmap (the cache's cond becomes a select) the tolerance-0 fit is the reference."""
     model, kp, w, specs, weights, _, _ = _fits(setup)
     exact = _exact_term(model)
     cached = make_collision_fn(model.faces, CollisionSettings(grid_tolerance=0.01, grid_refresh=3))
     p_ref, s_ref = _FIT(model, kp, w, specs, weights, 1, collision_fn=_Stateless(exact))
+    p_tol0, s_tol0 = _FIT(model, kp, w, specs, weights, 1, collision_fn=exact)
+    for a, b in zip(jax.tree.leaves(p_tol0), jax.tree.leaves(p_ref)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(s_tol0.history[0]), np.asarray(s_ref.history[0]), rtol=1e-4, atol=1e-6)
     p_tol, _ = _FIT(model, kp, w, specs, weights, 1, collision_fn=cached)
     for a, b in zip(jax.tree.leaves(p_tol), jax.tree.leaves(p_ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=0.02)  # ~1 degree, 2 cm
