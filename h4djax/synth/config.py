@@ -110,6 +110,9 @@ class MotionConfig:
     contact_rounds: int = 3
     """Rounds of the contact check: each tests the arms' capsule proxies against the partner's skin and lifts the
     palm by the penetration found."""
+    verify_rounds: int = 2
+    """Rounds of the final contact check on the posed meshes (forearm and hand vertices against the partner's
+    whole mesh, arms included), each lifting the palm by the depth found; 0 = skip."""
     contact_check_stride: int = 4
     """Check every n-th frame of a contact (the correction is spread over the frames in between)."""
 

@@ -99,6 +99,7 @@ class BodyTopology:
     anchor_vertex: dict[str, int]
     anchor_faces: np.ndarray  # [anchors, max_adjacent] face indices, -1 padded
     anchor_names: tuple[str, ...]
+    forearm_vertex: dict = field(default_factory=dict)  # side -> every 3rd vertex skinned to elbow/wrist/hand
 
 
 def _anchor_vertex(model_np: dict, a: Anchor) -> int:
@@ -154,6 +155,9 @@ def body_topology(model: BodyModel) -> BodyTopology:
         arm_vertex=arm_vertex, torso_faces=torso_faces,
         torso_clusters=cluster_faces(torso_faces, m["v_template"]), clusters=cluster_faces(faces, m["v_template"]),
         anchor_vertex=av, anchor_faces=af, anchor_names=names,
+        forearm_vertex={side: np.flatnonzero(np.isin(dom, [SMPL_JOINT_NAMES.index(f"{side}_{n}")
+                                                           for n in ("elbow", "wrist", "hand")]))[::3]
+                        for side in ("left", "right")},
     )
     _TOPOLOGY_CACHE[key] = topo
     return topo
@@ -496,6 +500,37 @@ def _signed_distance(points, mesh_verts, clusters):
     return jax.lax.map(lambda x: one(*x), (points, mesh_verts), batch_size=4)
 
 
+def _arm_depths(verts: np.ndarray, jobs: list, topo: BodyTopology) -> np.ndarray:
+    """[jobs, frames] deepest penetration (m) of each job's forearm and hand vertices (every 3rd) into the
+    partner's whole posed mesh. verts: [2, frames, V, 3]."""
+    from h4djax.body.model import SMPL_JOINT_NAMES
+
+    out = np.zeros((len(jobs), verts.shape[1]))
+    for q in (0, 1):
+        ks = [k for k, j in enumerate(jobs) if j["q"] == q]
+        if not ks:
+            continue
+        ids = [topo.forearm_vertex[jobs[k]["side"]] for k in ks]
+        pts = np.concatenate([verts[jobs[k]["p"]][:, i] for k, i in zip(ks, ids)], 1)
+        d = np.asarray(_inside_depth(jnp.asarray(pts, jnp.float32), jnp.asarray(verts[q], jnp.float32),
+                                     topo.clusters))
+        o = np.cumsum([0] + [len(i) for i in ids])
+        for n, k in enumerate(ks):
+            out[k] = d[:, o[n]:o[n + 1]].max(1)
+    return out
+
+
+@jax.jit
+def _inside_depth(points, mesh_verts, clusters):
+    """Depth (m) of points [F, n, 3] inside meshes [F, V, 3] (0 outside)."""
+
+    def one(p, v):
+        w, d = winding_and_distance(p, v, clusters, near_clusters=8)
+        return jnp.where(jnp.abs(w) > 0.5, d, 0.0)
+
+    return jax.lax.map(lambda x: one(*x), (points, mesh_verts), batch_size=4)
+
+
 def _contact_targets(name_arr: np.ndarray, partner_verts: np.ndarray, partner_normals: np.ndarray,
                      topo: BodyTopology, hold: np.ndarray, hold_normal: np.ndarray):
     """Per frame the skin point and normal of the named anchor (or the hold point). name_arr: [F] of str."""
@@ -594,7 +629,7 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
     left0 = joints[0, :, 16] - joints[0, :, 17]
     left0[:, 1] = 0
     left0 /= np.maximum(np.linalg.norm(left0, axis=-1, keepdims=True), 1e-9)
-    hold = sh + 0.22 * left0 + np.array([0.0, 0.05, 0.0])
+    hold = sh + 0.30 * left0 + np.array([0.0, 0.12, 0.0])  # out and up: the hold arms converge from wide apart
     # Each arm in contact: IK, then check the arm's capsule proxy (points along its bones, radius from the
     # person's own mesh) against the partner's arm-less body (the partner's arms are still in their keyframed pose
     # here) and lift the palm by the penetration, a few rounds.
@@ -605,7 +640,7 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
             w = tracks[p].contact_w[side]
             if not np.any(w > 0):
                 continue
-            hold_p = hold - (0.04 if p == 0 else -0.04) * dir01
+            hold_p = hold - (0.05 if p == 0 else -0.05) * dir01
             hold_n = -dir01 if p == 0 else dir01
             a0, a1, u = tracks[p].contact_a[side]
             p0, n0 = _contact_targets(a0, anchor_pos[q], anchor_nrm[q], topo, hold_p, hold_n)
@@ -621,19 +656,32 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
             lat /= np.maximum(np.linalg.norm(lat, axis=-1, keepdims=True), 1e-9)
             away = nrm + lat
             away /= np.maximum(np.linalg.norm(away, axis=-1, keepdims=True), 1e-9)
-            jobs.append(dict(p=p, q=q, side=side, w=w, nrm=nrm, base=base, clear=clear, away=away,
+            jobs.append(dict(p=p, q=q, side=side, w=w, hold=bool(np.any(a0 == "hold") or np.any(a1 == "hold")), nrm=nrm, base=base, clear=clear, away=away,
                              radii=np.repeat(_arm_radii(model, betas[p], rest[p], side), len(_ARM_SAMPLES))))
+    job_of = {(j["p"], j["side"]): i for i, j in enumerate(jobs)}
+    arm_radii = {(p, side): np.repeat(_arm_radii(model, betas[p], rest[p], side), len(_ARM_SAMPLES))
+                 for p in (0, 1) for side in ("left", "right")}
     active = np.flatnonzero(np.any([j["w"] > 0.05 for j in jobs], axis=0)) if jobs else np.zeros(0, int)
     check = active[:: max(1, mc.contact_check_stride)]
+    kf_arm = {}  # keyframed arms' capsule points at the checked frames (arms without a contact stay so)
+    for p in (0, 1):
+        for side in ("left", "right"):
+            ix = _SIDE_IDX[side]
+            S, E, W, T = (joints[p, check, ix[n]] for n in ("shoulder", "elbow", "wrist", "hand"))
+            T = W + _FINGER_REACH * (T - W)
+            kf_arm[(p, side)] = np.concatenate(
+                [a[:, None] + _ARM_SAMPLES[None, :, None] * (b - a)[:, None] for a, b in ((S, E), (E, W), (W, T))], 1)
 
     def ik_of(i, j, extra, swivel):
         return _arm_ik(tracks[j["p"]], j["side"], rest[j["p"]], joints[j["p"], :, _SIDE_IDX[j["side"]]["shoulder"]],
                        j["base"] + j["clear"][:, None] * j["nrm"] + extra[:, None] * j["away"], j["nrm"],
                        tracks[j["p"]].contact_pole[j["side"]], model.parents, swivel)
 
-    def penetration(iks_) -> np.ndarray:
-        """[len(iks_), n_check] deepest capsule penetration of each arm into its partner's arm-less body."""
-        pts = [_arm_axis_points(ik, jobs[k % len(jobs)]["w"])[check] for k, ik in enumerate(iks_)]  # [n_check, 15, 3]
+    def penetration(iks_, weights=None) -> np.ndarray:
+        """[len(iks_), n_check] deepest capsule penetration of each arm (as posed: the keyframed arm slerped towards
+        the IK solution by the contact weight, or by `weights[k]`) into its partner's arm-less body."""
+        ws = weights if weights is not None else [jobs[k % len(jobs)]["w"] for k in range(len(iks_))]
+        pts = [_arm_axis_points(ik, w)[check] for ik, w in zip(iks_, ws)]  # each [n_check, 15, 3]
         partner_of = [jobs[k % len(jobs)]["q"] for k in range(len(iks_))]
         sd = [None] * len(iks_)
         for q in sorted(set(partner_of)):  # one batched query per partner mesh and checked frame
@@ -645,9 +693,22 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
                 sd[k] = d[:, n * len(_ARM_SAMPLES) * 3:(n + 1) * len(_ARM_SAMPLES) * 3]
         sd = np.stack(sd)  # [n, n_check, 15]
         radii = np.stack([jobs[k % len(jobs)]["radii"] for k in range(len(iks_))])
+        pen = radii[:, None] - sd
+        # Arm against the partner's arms (capsule proxies: as posed by this candidate where the partner's arm is in
+        # contact too, else keyframed); hand against hand is allowed (joined hands, grips).
+        n_s = len(_ARM_SAMPLES)
+        for k in range(len(iks_)):
+            base, q = k - k % len(jobs), partner_of[k]
+            for side in ("left", "right"):
+                i_q = job_of.get((q, side))
+                qp = pts[base + i_q] if i_q is not None else kf_arm[(q, side)]
+                dd = np.linalg.norm(pts[k][:, :, None] - qp[:, None], axis=-1)  # [n_check, 15, 15]
+                aa = arm_radii[(q, side)][None, None, :] + radii[k][None, :, None] - dd
+                aa[:, 2 * n_s:, 2 * n_s:] = -np.inf
+                pen[k] = np.maximum(pen[k], aa[:, :, 2:].max(-1))
         # The first samples of the upper arm sit at the person's own shoulder, which may touch the partner in an
         # embrace; only the distal upper arm, forearm and hand are checked.
-        return np.max((radii[:, None] - sd)[:, :, 2:], axis=-1)
+        return np.max(pen[:, :, 2:], axis=-1)
 
     extra = [np.zeros(F) for _ in jobs]
     swivel = [np.zeros(F) for _ in jobs]
@@ -676,11 +737,57 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
                 corr = maximum_filter1d(corr, 2 * mc.contact_check_stride + 1, mode="nearest")
                 extra[i] = np.minimum(extra[i] + corr, _MAX_LIFT)
     iks = [ik_of(i, j, extra[i], swivel[i]) for i, j in enumerate(jobs)]
+    if len(check) and jobs:
+        # 3) Blend-in/out: where the keyframed arm (or the slerp path towards the contact) still enters the partner,
+        #    the contact weight is raised towards 1 (the checked, lifted IK arm): per checked frame the smallest of
+        #    a few boosts that clears the partner, then spread over the frames (max filter + smoothing).
+        #    Where even the IK arm cannot clear (arms of both people crossing), the contact fades out instead
+        #    (negative boosts: the weight scaled down towards the keyframed arm), as a last resort.
+        boosts = np.array([0.0, 0.25, 0.5, 0.75, 1.0, -0.5, -1.0])
+        ramp = [np.clip(j["w"] / 0.2, 0.0, 1.0) for j in jobs]
+
+        def boosted(w, r, b):
+            return w + b * (1 - w) * r if b >= 0 else w * (1 + b)
+
+        pen_b = np.stack([penetration(iks, [boosted(j["w"], r, b) for j, r in zip(jobs, ramp)])
+                          for b in boosts])  # [boosts, jobs, n_check]
+        ok = pen_b <= 0.002
+        pick = np.where(ok.any(0), np.argmax(ok, 0), np.argmin(pen_b, 0))
+        for i, j in enumerate(jobs):
+            bst = np.interp(np.arange(F), check, boosts[pick[i]])
+            bst = maximum_filter1d(bst, 2 * mc.contact_check_stride + 1, mode="nearest")
+            pos = np.clip(gaussian_filter1d(np.maximum(bst, 0), sigma=mc.contact_check_stride, mode="nearest"), 0, 1)
+            neg = np.clip(gaussian_filter1d(np.minimum(bst, 0), sigma=mc.contact_check_stride, mode="nearest"), -1, 0)
+            j["w"] = (j["w"] + pos * (1 - j["w"]) * ramp[i]) * (1 + neg)
     final_pen = (penetration(iks) * np.stack([j["w"][check] > 0.05 for j in jobs])) if (len(check) and jobs) else \
         np.zeros((0, 0))
+    rot0 = [t.rot.copy() for t in tracks[:2]]
     for j, ik in zip(jobs, iks):
         _apply_ik(tracks[j["p"]], j["side"], ik, j["w"])
-    stats_contact = {"lift_rounds": rounds,
+    # 4) Verification on the posed meshes: the forearm and hand vertices of every contact arm against the partner's
+    #    whole mesh (arms included, as posed) on the checked frames; where they still enter, the palm is lifted by
+    #    the depth found (`verify_rounds` rounds; fading the contact out instead would drop the arm into its
+    #    keyframed pose, which may itself be inside the partner).
+    verify = []
+    if len(check) and jobs:
+        for _ in range(mc.verify_rounds):
+            rv_v, tr_v = _params_from(tracks, rest[:, 0], betas, y=y, offsets=offsets)
+            sub = active[:: max(1, mc.contact_check_stride // 2)]  # denser than the proxy check
+            vv, _, _ = _forward(model, rv_v[:, sub], betas, tr_v[:, sub])
+            depth = _arm_depths(vv, jobs, topo)  # [jobs, len(sub)]
+            verify.append(round(1000 * float(depth.max()), 1))
+            if depth.max() <= 0.003:
+                break
+            for i, j in enumerate(jobs):
+                corr = np.interp(np.arange(F), sub, depth[i] + 0.003 * (depth[i] > 0.003))
+                corr = maximum_filter1d(corr, 2 * mc.contact_check_stride + 1, mode="nearest")
+                extra[i] = np.minimum(extra[i] + corr, _MAX_LIFT)
+            for p in (0, 1):
+                tracks[p].rot = rot0[p].copy()
+            iks = [ik_of(i, j, extra[i], swivel[i]) for i, j in enumerate(jobs)]
+            for j, ik in zip(jobs, iks):
+                _apply_ik(tracks[j["p"]], j["side"], ik, j["w"])
+    stats_contact = {"lift_rounds": rounds, "verify_max_depth_mm": verify,
                      "max_palm_lift_mm": round(1000 * max((float(e.max()) for e in extra), default=0.0), 1),
                      "arm_proxy_max_penetration_mm": round(1000 * float(final_pen.max()) if final_pen.size else 0.0, 1)}
     t0 = tick("contact_ik", t0)
@@ -688,6 +795,13 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
     # Pass 2: final bodies.
     rv, transl = _params_from(tracks, rest[:, 0], betas, y=y, offsets=offsets)
     verts, joints, kpts = _forward(model, rv, betas, transl)
+    # The contact IK moved arms that may have been the lowest part in pass 1 (someone lying): people the separation
+    # did not shift vertically go back onto the floor.
+    low = verts[..., 1].min(-1)  # [P, F]
+    drop = np.where(np.abs(offsets[..., 1]) < 1e-6, low, 0.0)
+    transl[..., 1] -= drop
+    verts[..., 1] -= drop[..., None]
+    kpts[..., 1] -= drop[..., None]
     joints3d = kpts[:, :, :17].transpose(1, 0, 2, 3)  # [F, P, 17, 3]
     t0 = tick("pass2", t0)
 

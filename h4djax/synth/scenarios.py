@@ -16,7 +16,7 @@ reaches with a weight in [0, 1]: the generator blends the keyframed arm with an 
 placing the palm `contact_clearance` off the partner's skin (h4djax.synth.generate).
 
 Scenarios: hug (approach, embrace with hands on the partner's back, sway, release), wrestle (grappling on the
-ground: mount and guard with hands on chest and hips), dance (closed-hold partner dance: hand on the back, hands
+ground: mount and guard with hands on the chest), dance (closed-hold partner dance: hand on the back, hands
 joined, rotating box steps), fencing (en-garde stance, advances, retreats, lunges with the hand stopping short of
 the partner's chest, a corps-a-corps). People beyond the first two walk around the arena.
 """
@@ -395,8 +395,8 @@ def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4)
 
 def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 0.4) -> Script:
     """Grappling on the ground: A on the back, B on top alternating between mount (kneeling astride A's hips,
-    hands on A's chest) and guard (kneeling between A's legs, A's legs around B's waist); A pushes on B's chest or
-    frames B's hips, bridges and turns."""
+    hands on A's chest) and guard (kneeling between A's legs, A's legs around B's waist); A pushes on B's chest,
+    bridges and turns."""
     A, B = _Track(), _Track()
     c, yaw = _pair_frame(rng, position_jitter * 0.5)
     t = 0.0
@@ -406,8 +406,8 @@ def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 
                  | leg("left", flex=8, knee=15, abd=14) | leg("right", flex=8, knee=15, abd=14) | head(flex=25))
     # Kneeling over A: thighs vertical-ish, knees on the floor beside A's hips, trunk leaning forward.
     kneel = dict(leg("left", flex=25, knee=105, abd=45, ankle=-40) | leg("right", flex=25, knee=105, abd=45, ankle=-40)
-                 | spine(flex=35) | head(flex=-15) | arm("left", az=80, el=-50) | arm("right", az=80, el=-50)
-                 | elbow("left", 20) | elbow("right", 20))
+                 | spine(flex=35) | head(flex=-15) | arm("left", az=80, el=-35) | arm("right", az=80, el=-35)
+                 | elbow("left", 50) | elbow("right", 50))  # hands held above A's belly until they reach
     guard_a = dict(lying | leg("left", flex=70, knee=85, abd=50) | leg("right", flex=70, knee=85, abd=50))
     guard_b = dict(leg("left", flex=30, knee=100, abd=14, ankle=-40) | leg("right", flex=30, knee=100, abd=14,
                    ankle=-40) | spine(flex=30) | head(flex=-10) | arm("left", az=80, el=-45)
@@ -416,10 +416,10 @@ def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 
                   "right": Contact("chest_left", pole=(1.0, 0.0, -1.0))}
     a_push = {"left": Contact("chest_right", pole=(1.0, -0.5, 0.0)),
               "right": Contact("chest_left", pole=(1.0, -0.5, 0.0))}
-    # A frames B's hips (hands on B's flanks, below B's arms): a grip on B's upper arms would chase a target that
-    # B's own contact IK moves afterwards, and the forearms would cross B's arms.
-    a_grip = {"left": Contact("waist_right", pole=(1.0, -0.5, 0.0)),
-              "right": Contact("waist_left", pole=(1.0, -0.5, 0.0))}
+    # A's second hold: the hands on B's chest, elbows tucked (a grip on B's upper arms would chase a target that
+    # B's own contact IK moves afterwards, and A's forearms would cross B's arms).
+    a_grip = {"left": Contact("chest_right", pole=(1.0, -1.0, 0.3)),
+              "right": Contact("chest_left", pole=(1.0, -1.0, 0.3))}
     mount_at = _place(c, yaw, (0.0, 0.10))  # B's pelvis a little towards A's head from A's pelvis
     guard_at = _place(c, yaw, (0.0, 0.62))  # B between A's knees (towards A's feet)
     A.add(t, Pose(pa, yaw, pitch=-90, joints=lying))
