@@ -87,8 +87,9 @@ def ensure_capture(cache: Path, scenario: str, frames: int, cameras: int, fps: f
 
 
 def variant_config(base: Config, name: str) -> Config:
-    """`off`; `default` (the config as is); `sdf:TOL[:REFRESH[:EPOCHS]]` (grid tolerance in metres, grid refresh
-    period in iterations, collision in the last EPOCHS epochs only, 0 = all); `spheres[:EPOCHS]`."""
+    """`off`; `default` (the config as is); `sdf:TOL[:REFRESH[:EPOCHS[:W]]]` (grid tolerance in metres, grid
+    refresh period in iterations, collision in the last EPOCHS epochs only, 0 = all; W: w_collision instead of the
+    config's); `spheres[:EPOCHS]`."""
     col, fit = base.collision, base.fit
     if name == "off":
         return dataclasses.replace(base, fit=dataclasses.replace(fit, stages=tuple(
@@ -97,10 +98,13 @@ def variant_config(base: Config, name: str) -> Config:
     if name == "default":
         return base
     kind, *vals = name.split(":")
-    if kind == "sdf" and 1 <= len(vals) <= 3:
+    if kind == "sdf" and 1 <= len(vals) <= 4:
         vals = vals + ["1", "0"][len(vals) - 1:]
         col = dataclasses.replace(col, method="sdf", grid_tolerance=float(vals[0]), grid_refresh=int(vals[1]))
         fit = dataclasses.replace(fit, collision_epochs=int(vals[2]))
+        if len(vals) == 4:  # the collision weight of every stage that has the term (default 1)
+            fit = dataclasses.replace(fit, stages=tuple(dataclasses.replace(st, w_collision=float(vals[3]))
+                                                        if st.w_collision != 0 else st for st in fit.stages))
     elif kind == "spheres" and len(vals) <= 1:
         col = dataclasses.replace(col, method="spheres")
         fit = dataclasses.replace(fit, collision_epochs=int(vals[0]) if vals else 0)
@@ -300,7 +304,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="hug,wrestle", help="comma-separated synth scenarios")
     ap.add_argument("--variants", default="off,default",
-                    help="comma-separated: off, default, sdf:TOL[:REFRESH[:EPOCHS]] (sdf:0:1:0 = reference), "
+                    help="comma-separated: off, default, sdf:TOL[:REFRESH[:EPOCHS[:W]]] (sdf:0:1:0 = reference), "
                          "spheres[:EPOCHS]")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--cameras", type=int, default=10)
