@@ -13,8 +13,13 @@ Pipeline (`generate`), every step vectorized over frames (no Python loop over fr
    `eval.metrics.winding_and_distance`); offsets are interpolated linearly in between;
 6. hand contacts: analytic two-bone IK of shoulder-elbow-wrist to targets on the partner's posed skin (palm
    `contact_clearance` off the skin, hand flat along the surface, palm turned towards it), blended in by the
-   keyframed contact weights;
-7. forward pass 2 -> ground-truth keypoints (the model's COCO-17 regressor), mesh;
+   keyframed contact weights. Each contact arm, as actually posed (keyframed arm slerped towards the IK solution by
+   the weight), is checked as a capsule proxy from shoulder to fingertips against the partner's arm-less body and
+   the partner's arms: elbow swivel search, palm lift rounds, contact weights raised (or, last resort, lowered)
+   where the blend path enters the partner, then `verify_rounds` lift rounds checked on the posed meshes
+   (forearm and hand vertices against the partner's whole mesh);
+7. forward pass 2 -> ground-truth keypoints (the model's COCO-17 regressor), mesh; people the separation did not
+   shift vertically are put back onto the floor (the IK may have moved their lowest point);
 8. visibility of every keypoint in every camera (`visibility.keypoint_visibility`) and the detector noise model
    (`noise.apply_detector_noise`);
 9. measured ground-truth interpenetration between the people (`eval.metrics.interpenetration`).

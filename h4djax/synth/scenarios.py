@@ -582,10 +582,11 @@ def fencing(duration: float, rng: np.random.Generator, position_jitter: float = 
             t = tr
         else:  # corps-a-corps: both close in, chests meet, then separate
             t1 = t + float(rng.uniform(0.6, 0.9))
-            A.add(t1, Pose(_place(c, yaw, (0.05, -0.17)), ya + turn * 0.4, joints=garde(1) | spine(twist=15)
-                           | arm("right", az=40, el=20) | elbow("right", 90)))
-            B.add(t1, Pose(_place(c, yaw, (-0.05, 0.17)), yb + turn * 0.4, joints=garde(1) | spine(twist=15)
-                           | arm("right", az=40, el=20) | elbow("right", 90)))
+            # Weapon arms lifted up and back out of the way (they are not contact-solved), back arms down behind.
+            clinch = (spine(twist=15) | arm("right", az=-20, el=55) | elbow("right", 70) | arm("left", az=-40, el=-60)
+                      | elbow("left", 15))
+            A.add(t1, Pose(_place(c, yaw, (0.05, -0.17)), ya + turn * 0.4, joints=garde(1) | clinch))
+            B.add(t1, Pose(_place(c, yaw, (-0.05, 0.17)), yb + turn * 0.4, joints=garde(1) | clinch))
             t2 = t1 + float(rng.uniform(0.5, 0.8))
             A.add(t2, A.last.with_())
             B.add(t2, B.last.with_())
