@@ -43,7 +43,7 @@ def test_demo_runs_stages_scores_them_and_draws(only_triangulation, tmp_path, ca
         assert (out / name).exists(), name
     rep = json.loads((out / "eval.json").read_text())
     tri = rep["stages"]["triangulated"]
-    # 6 cameras, hard noise, a hug: the robust triangulation is within a few centimetres of the truth (28 mm measured).
+    # 6 cameras, hard noise, a hug: the robust triangulation is within a few centimetres of the truth.
     assert 5.0 < tri["mpjpe_mm"] < 50.0 and tri["coverage_pct"] > 80.0
     assert "triangulate" in rep["timings_s"] and "synth" in rep["timings_s"]
     with np.load(out / "result" / "result.npz") as z:
