@@ -58,6 +58,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from h4djax.body import SmplParams, load_body_model, smpl_forward_batch  # noqa: E402
+from h4djax.collision import GridBuildCounter  # noqa: E402
 from h4djax.config import Config  # noqa: E402
 from h4djax.eval import metrics as M  # noqa: E402
 from h4djax.fit.fit import model_points  # noqa: E402
@@ -111,26 +112,6 @@ def variant_config(base: Config, name: str) -> Config:
     else:
         raise SystemExit(f"unknown variant {name!r}")
     return dataclasses.replace(base, collision=col, fit=fit)
-
-
-class _CountingTerm:
-    """Wraps the fit's collision term and counts the SDF grids its cache builds (host callback per iteration),
-    so the report can say how many builds the tolerance saved against the reference (one per needed person-frame
-    and iteration). Same values and gradients as the wrapped term."""
-
-    def __init__(self, term):
-        self.term, self.stateful, self.builds = term, getattr(term, "stateful", False), []
-
-    def __call__(self, verts, frame_mask):
-        return self.term(verts, frame_mask)
-
-    def init_state(self, *a, **k):
-        return self.term.init_state(*a, **k)
-
-    def apply(self, state, verts, frame_mask):
-        val, new = self.term.apply(state, verts, frame_mask)
-        jax.debug.callback(lambda b: self.builds.append(int(b)), new.builds - state.builds)
-        return val, new
 
 
 def meshes(model, go, bp, betas, tr):
@@ -187,7 +168,7 @@ def run_capture(cap_dir: Path, variants: list[str], model, base: Config, epochs:
         weights, options = pipeline_from_config(cfg, model)
         counter = None
         if options.collision_fn is not None and getattr(options.collision_fn, "stateful", False):
-            counter = _CountingTerm(options.collision_fn)
+            counter = GridBuildCounter(options.collision_fn)
             options = dataclasses.replace(options, collision_fn=counter)
         t0 = time.perf_counter()
         compiled = fit_stage.lower(model, refined, weights, options).compile()
@@ -206,7 +187,7 @@ def run_capture(cap_dir: Path, variants: list[str], model, base: Config, epochs:
         }
         if counter is not None:
             # builds per stage-3 iteration; the reference builds every needed grid in every iteration
-            b = np.asarray(counter.builds)
+            b = np.asarray([n for _, n in counter.builds])
             r["grid_builds"] = int(b.sum())
             r["grid_builds_per_iteration"] = round(float(b.mean()), 2)
             r["grid_builds_first_iteration_mean"] = round(float(b[:: cfg.fit.stages[-1].iters].mean()), 1)

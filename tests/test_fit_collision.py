@@ -18,7 +18,7 @@ import pytest
 from h4djax.body.keypoints import coco_fit_index
 from h4djax.body.lbs import smpl_forward_batch, smpl_joints_keypoints_batch
 from h4djax.body.model import SMPL_PARENTS, SmplParams, make_body_model
-from h4djax.collision import CollisionSettings, collision_loss_frames, make_collision_fn
+from h4djax.collision import CollisionSettings, GridBuildCounter, collision_loss_frames, make_collision_fn
 from h4djax.config import FitConfig, StageConfig
 from h4djax.fit.fit import _fit_batch, fit_sequence, model_points, stages_from_config
 from toy_body import FACE, toy_joints
@@ -141,26 +141,6 @@ def test_octahedron_body_is_closed_and_outward():
     np.testing.assert_allclose(_signed_volume(v, f), 24 * 4 * RADIUS ** 3 / 3, rtol=1e-6)
 
 
-class _Counting:
-    """The stateful term, counting the grids its cache builds in each fit iteration (host callback)."""
-
-    stateful = True
-
-    def __init__(self, term):
-        self.term, self.builds = term, []
-
-    def __call__(self, verts, frame_mask):
-        return self.term(verts, frame_mask)
-
-    def init_state(self, *a, **k):
-        return self.term.init_state(*a, **k)
-
-    def apply(self, state, verts, frame_mask):
-        val, new = self.term.apply(state, verts, frame_mask)
-        jax.debug.callback(lambda s, b: self.builds.append((int(s), int(b))), new.step, new.builds - state.builds)
-        return val, new
-
-
 _COUNTING: dict = {}
 
 
@@ -172,7 +152,7 @@ def test_fit_grid_cache_rebuilds_every_iteration_and_separates(setup):
     collision off leaves them inside each other. Two compilations of the fit (the third, the stateless reference,
     is in the slow test: each costs minutes on the shared 2-core machine)."""
     model, kp, w, specs, weights, off_specs, off_weights = _fits(setup)
-    term = _COUNTING.setdefault(id(model), _Counting(_exact_term(model)))
+    term = _COUNTING.setdefault(id(model), GridBuildCounter(_exact_term(model)))
     term.builds.clear()
     p_on, s_on = _FIT(model, kp, w, specs, weights, 1, collision_fn=term)
     p_off, _ = _FIT(model, kp, w, off_specs, off_weights, 1, collision_fn=None)

@@ -417,3 +417,24 @@ def point_depth_exact(
     tris = verts[faces]
     inside = inside_from_winding(winding_numbers(points, tris, tri_chunk=tri_chunk))
     return inside_distance_pruned(tris, points, inside)
+
+
+class GridBuildCounter:
+    """Diagnostic wrapper of a stateful collision term: same values and gradients, and records
+    `(evaluation step, grids built in that evaluation)` on the host after every `apply` (a `jax.debug.callback`),
+    to measure what the grid cache saves against the reference's one build per needed person-frame and iteration.
+    Used by `bench/collision_fit.py` and the tests; not for production fits (the callback syncs with the host)."""
+
+    def __init__(self, term):
+        self.term, self.stateful, self.builds = term, getattr(term, "stateful", False), []
+
+    def __call__(self, verts, frame_mask):
+        return self.term(verts, frame_mask)
+
+    def init_state(self, *args, **kwargs):
+        return self.term.init_state(*args, **kwargs)
+
+    def apply(self, state, verts, frame_mask):
+        value, new = self.term.apply(state, verts, frame_mask)
+        jax.debug.callback(lambda s, b: self.builds.append((int(s), int(b))), new.step, new.builds - state.builds)
+        return value, new
