@@ -115,6 +115,20 @@ class MotionConfig:
     whole mesh, arms included), each lifting the palm by the depth found; 0 = skip."""
     contact_check_stride: int = 4
     """Check every n-th frame of a contact (the correction is spread over the frames in between)."""
+    depenetrate_rounds: int = 3
+    """Rounds of the final de-penetration on the real meshes (`synth.depenetrate`): every vertex of one person
+    inside the other (or within `depenetrate_guard` of its skin) becomes a constraint of one smooth correction of
+    all joints over all frames; 0 = skip."""
+    depenetrate_stride: int = 2
+    """The de-penetration tests every n-th vertex of each person against the other's mesh."""
+    depenetrate_margin: float = 0.003
+    """Gap (m) the de-penetration asks for between a corrected vertex and the partner's skin."""
+    depenetrate_guard: float = 0.006
+    """Vertices outside the partner by less than this (m) are held outside by the correction too."""
+    depenetrate_tolerance: float = 0.002
+    """The de-penetration stops when no tested vertex is deeper than this (m)."""
+    depenetrate_steps: int = 150
+    """L-BFGS iterations of each de-penetration solve."""
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from h4djax.errors import ConfigError
 from h4djax.eval.metrics import FaceClusters, cluster_faces, interpenetration, winding_and_distance
 from h4djax.geometry import Cameras, project, to_jax
 from h4djax.synth.config import SynthConfig, to_dict
+from h4djax.synth.depenetrate import DepenetrationSettings, depenetrate
 from h4djax.synth.motion import (
     aa_to_mat, aa_to_quat, global_rotations, interpolate_positions, interpolate_rotations, mat_to_aa, quat_to_mat,
     rotation_between, slerp, mat_to_quat, two_bone_ik,
@@ -807,8 +808,25 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
     transl[..., 1] -= drop
     verts[..., 1] -= drop[..., None]
     kpts[..., 1] -= drop[..., None]
-    joints3d = kpts[:, :, :17].transpose(1, 0, 2, 3)  # [F, P, 17, 3]
     t0 = tick("pass2", t0)
+
+    # De-penetration on the real meshes (people 0 and 1): what the proxies above missed.
+    stats_dep = {"rounds": 0}
+    if mc.depenetrate_rounds > 0:
+        settings = DepenetrationSettings(
+            rounds=mc.depenetrate_rounds, stride=mc.depenetrate_stride, margin=mc.depenetrate_margin,
+            guard=mc.depenetrate_guard, tolerance=mc.depenetrate_tolerance, steps=mc.depenetrate_steps)
+        rot2, tr2, stats_dep = depenetrate(
+            model, topo.clusters, np.stack([t.rot for t in tracks[:2]]), betas[:2], transl[:2],
+            lambda r, t: _forward(model, mat_to_aa(r), betas[:2], t)[0], settings,
+            progress=(lambda m: print(f"  synth: depenetrate   {m}", flush=True)) if progress else None)
+        for p in (0, 1):
+            tracks[p].rot = rot2[p]
+        transl[:2] = tr2
+        rv = np.stack([mat_to_aa(t.rot) for t in tracks])
+        verts, joints, kpts = _forward(model, rv, betas, transl)
+        t0 = tick("depenetrate", t0)
+    joints3d = kpts[:, :, :17].transpose(1, 0, 2, 3)  # [F, P, 17, 3]
 
     # Visibility and detector noise.
     vstride = max(1, nc.depth_vertex_stride)
@@ -825,7 +843,7 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
                                       np.asarray(vis.in_front), occluder, nc, r_noise)
     t0 = tick("noise", t0)
 
-    stats: dict = {"timings_s": timings, "contact": stats_contact}
+    stats: dict = {"timings_s": timings, "contact": stats_contact, "depenetration": stats_dep}
     if measure_frames > 0:
         mf = np.unique(np.linspace(0, F - 1, min(measure_frames, F)).round().astype(int))
         ip = interpenetration(jnp.asarray(verts[0, mf]), jnp.asarray(verts[1, mf]), topo.clusters, vertex_stride=3)
