@@ -31,7 +31,8 @@ def scene():
     overlap = np.linspace(-0.01, 0.05, F)  # m; negative = apart
     transl = np.zeros((2, F, 3))
     transl[1, :, 0] = flank + reach - overlap
-    transl[1, :, 1] = -0.30
+    transl[..., 1] = 1.2  # everyone above the floor (y = 0)
+    transl[1, :, 1] -= 0.30
 
     def forward(r, t):
         from h4djax.synth.motion import mat_to_aa

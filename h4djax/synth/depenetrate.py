@@ -210,6 +210,11 @@ class Constraints:
     offset: np.ndarray
     depth: np.ndarray
     valid: np.ndarray
+    floor: np.ndarray | None = None  # bool[n]: a floor constraint (vertex height >= 0; anchor unused)
+
+    def __post_init__(self):
+        if self.floor is None:
+            self.floor = np.zeros(len(self.frame), bool)
 
     def select(self, keep: np.ndarray) -> "Constraints":
         return Constraints(**{k: getattr(self, k)[keep] for k in _FIELDS})
@@ -227,7 +232,19 @@ class Constraints:
                                                                          getattr(c, k).dtype)]) for k in _FIELDS})
 
 
-_FIELDS = ("person", "frame", "vertex", "anchor", "normal", "offset", "depth", "valid")
+_FIELDS = ("person", "frame", "vertex", "anchor", "normal", "offset", "depth", "valid", "floor")
+
+
+def floor_constraints(verts: np.ndarray, stride: int, guard: float) -> Constraints:
+    """Every `stride`-th vertex lower than `guard` above the floor (y = 0) must stay at or above it: the correction
+    must not push a foot (or a person lying down) into the floor. verts: f[2, F, V, 3]."""
+    sub = np.arange(0, verts.shape[2], max(1, stride))
+    p, f, i = np.nonzero(verts[:, :, sub, 1] < guard)
+    n = len(p)
+    return Constraints(person=p, frame=f, vertex=sub[i], anchor=np.zeros(n, np.int64),
+                       normal=np.tile(np.float32([0.0, 1.0, 0.0]), (n, 1)), offset=np.zeros((n, 3), np.float32),
+                       depth=-verts[p, f, sub[i], 1].astype(np.float32), valid=np.ones(n, bool),
+                       floor=np.ones(n, bool))
 
 
 def _consistent_sides(c: Constraints, part: np.ndarray, verts: np.ndarray, max_travel: float) -> Constraints:
@@ -320,7 +337,7 @@ def find_constraints(verts: np.ndarray, clusters: FaceClusters, settings: Depene
 
 @partial(jax.jit, static_argnames=("parents", "steps"))
 def _solve(base_rot, rest, v_shaped, weights, transl, person, frame, vertex, anchor, normal, offset, valid,
-           stiffness, knobs, parents: tuple, steps: int):
+           floor, stiffness, knobs, parents: tuple, steps: int):
     """The correction solve (module docstring, step 3). base_rot f[2, F, J, 3, 3], rest f[2, J, 3], v_shaped
     f[2, V, 3] (shaped rest vertices), weights f[V, J], transl f[2, F, 3]; constraints flat [n]; knobs = (margin,
     w_reg, shift_stiffness, w_vel, w_acc). Returns (dtheta f[2, F, J, 3] rad, shift f[2, F, 3] m, max remaining
@@ -345,7 +362,8 @@ def _solve(base_rot, rest, v_shaped, weights, transl, person, frame, vertex, anc
 
     def violation(x):
         v, u = positions(x)
-        return jnp.where(valid, margin - jnp.sum(normal * (v - u - offset), -1), -jnp.inf)
+        u = jnp.where(floor[:, None], 0.0, u)  # floor constraints: the height itself, no margin
+        return jnp.where(valid, jnp.where(floor, 0.0, margin) - jnp.sum(normal * (v - u - offset), -1), -jnp.inf)
 
     stiff = jnp.concatenate([stiffness, jnp.array([k_shift])])  # rotation joints + the shift
 
@@ -404,6 +422,7 @@ def depenetrate(model: BodyModel, clusters: FaceClusters, rot: np.ndarray, betas
     pad = 0
     F = rot.shape[1]
     for r in range(st.rounds + 1):
+        c = Constraints.concat([c.select(~c.floor), floor_constraints(verts, st.stride, st.guard)])
         deepest = float(c.depth.max()) if len(c.depth) else 0.0
         depth_mm.append(round(1000 * max(deepest, 0.0), 2))
         if r == st.rounds or deepest <= st.tolerance:
@@ -422,7 +441,8 @@ def depenetrate(model: BodyModel, clusters: FaceClusters, rot: np.ndarray, betas
                             jnp.asarray(v_shaped, jnp.float32), model.weights.astype(jnp.float32),
                             jnp.asarray(tr_p, jnp.float32), jnp.asarray(cp.person), jnp.asarray(cp.frame),
                             jnp.asarray(cp.vertex), jnp.asarray(cp.anchor), jnp.asarray(cp.normal, jnp.float32),
-                            jnp.asarray(cp.offset, jnp.float32), jnp.asarray(cp.valid), stiffness, knobs,
+                            jnp.asarray(cp.offset, jnp.float32), jnp.asarray(cp.valid), jnp.asarray(cp.floor),
+                            stiffness, knobs,
                             parents=tuple(int(p) for p in model.parents), steps=st.steps)
         rot = rot @ aa_to_mat(np.asarray(dth, np.float64)[:, :F])
         transl = transl + np.asarray(sh, np.float64)[:, :F]

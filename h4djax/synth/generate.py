@@ -825,6 +825,14 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
         transl[:2] = tr2
         rv = np.stack([mat_to_aa(t.rot) for t in tracks])
         verts, joints, kpts = _forward(model, rv, betas, transl)
+        # The solve holds the floor as a soft constraint on every `stride`-th vertex; the floor contact rule of
+        # pass 2 is applied once more, exactly (a few mm at most; nobody below the floor).
+        low = verts[..., 1].min(-1)
+        drop = np.where(np.abs(offsets[..., 1]) < 1e-6, low, np.minimum(low, 0.0))
+        transl[..., 1] -= drop
+        verts[..., 1] -= drop[..., None]
+        kpts[..., 1] -= drop[..., None]
+        stats_dep["floor_correction_mm"] = round(1000 * float(np.abs(drop).max()), 2)
         t0 = tick("depenetrate", t0)
     joints3d = kpts[:, :, :17].transpose(1, 0, 2, 3)  # [F, P, 17, 3]
 
