@@ -21,8 +21,11 @@ the real meshes, in rounds of
    so the correction is small, spread over the joints by stiffness (pelvis and spine stiff, limbs free: a limb
    moves before the torso does), and smooth in time (the ground truth's motion gets no pops);
 
-until the deepest vertex is within `tolerance` or the rounds run out. Shifts are horizontal only, so the floor
-contact of `generate` (lowest vertex on y = 0) is untouched.
+until the deepest vertex is within `tolerance` or the rounds run out. Shifts are horizontal only and vertices near
+the floor are constrained to stay on or above it (`floor_constraints`), so the floor contact of `generate` holds.
+Where a part went through a thin part of the partner (fingers through a forearm), the nearest exits of its vertices
+point to opposite sides; `_consistent_sides` picks one side per part pair. Pose correctives (SMPL posedirs) are not
+part of the linearized model; the next round's detection sees the real mesh.
 
 Everything per round is batched over frames and constraints (no Python loop over frames, people or joints); the
 padded shapes are rounded up to powers of two so a few compiled programs serve every round and sequence length.

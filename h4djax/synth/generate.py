@@ -20,9 +20,13 @@ Pipeline (`generate`), every step vectorized over frames (no Python loop over fr
    (forearm and hand vertices against the partner's whole mesh);
 7. forward pass 2 -> ground-truth keypoints (the model's COCO-17 regressor), mesh; people the separation did not
    shift vertically are put back onto the floor (the IK may have moved their lowest point);
-8. visibility of every keypoint in every camera (`visibility.keypoint_visibility`) and the detector noise model
+8. de-penetration on the real meshes (`synth.depenetrate`, `depenetrate_rounds` rounds): every vertex of one person
+   inside the other (or within `depenetrate_guard` of its skin, or of the floor) becomes a linearized constraint of
+   one smooth correction of all joints (trunk stiff, limbs free) and horizontal shifts over all frames (L-BFGS),
+   then the floor contact rule again;
+9. visibility of every keypoint in every camera (`visibility.keypoint_visibility`) and the detector noise model
    (`noise.apply_detector_noise`);
-9. measured ground-truth interpenetration between the people (`eval.metrics.interpenetration`).
+10. measured ground-truth interpenetration between the people (`eval.metrics.interpenetration`).
 
 Randomness: independent streams per concern spawned from one seed (`numpy.random.SeedSequence`), so changing the
 noise settings does not change the motion. Same seed and config -> same bytes on disk (`write_synth_capture`).
