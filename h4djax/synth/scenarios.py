@@ -16,8 +16,9 @@ reaches with a weight in [0, 1]: the generator blends the keyframed arm with an 
 placing the palm `contact_clearance` off the partner's skin (h4djax.synth.generate).
 
 Scenarios: hug (approach, embrace with hands on the partner's back, sway, release), wrestle (grappling on the
-ground: mount and guard with hands on the chest), dance (closed-hold partner dance: hand on the back, hands
-joined, rotating box steps), fencing (en-garde stance, advances, retreats, lunges with the hand stopping short of
+ground: mount, the one on top pinning the chest while the one below frames the hips, and guard, the one on top
+posting on the hips while the one below pulls on the chest), dance (partner dance: one hand on the partner's lower
+back under the partner's arm, the other's hand over it on the shoulder, hands joined, rotating box steps), fencing (en-garde stance, advances, retreats, lunges with the hand stopping short of
 the partner's chest, a corps-a-corps). People beyond the first two walk around the arena.
 """
 
@@ -395,8 +396,10 @@ def hug(duration: float, rng: np.random.Generator, position_jitter: float = 0.4)
 
 def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 0.4) -> Script:
     """Grappling on the ground: A on the back, B on top alternating between mount (kneeling astride A's hips,
-    hands on A's chest) and guard (kneeling between A's legs, A's legs around B's waist); A pushes on B's chest,
-    bridges and turns."""
+    hands on A's chest; A frames B's hips, bridges and turns) and guard (kneeling between A's legs, A's legs around
+    B's waist; B posts the hands on A's hips, A pulls on B's chest from inside B's arms). In each hold one person's
+    arms stay inside or below the other's: hands on each other's chests made the four forearms cross between the
+    chests, hands through forearms."""
     A, B = _Track(), _Track()
     c, yaw = _pair_frame(rng, position_jitter * 0.5)
     t = 0.0
@@ -414,10 +417,13 @@ def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 
                    | arm("right", az=80, el=-45) | elbow("left", 15) | elbow("right", 15))
     b_on_chest = {"left": Contact("chest_right", pole=(1.0, 0.0, -1.0)),
                   "right": Contact("chest_left", pole=(1.0, 0.0, -1.0))}
-    a_push = {"left": Contact("chest_right", pole=(1.0, -0.5, 0.0)),
-              "right": Contact("chest_left", pole=(1.0, -0.5, 0.0))}
-    # A's second hold: the hands on B's chest, elbows tucked (a grip on B's upper arms would chase a target that
-    # B's own contact IK moves afterwards, and A's forearms would cross B's arms).
+    # A frames B's hips (the escape from the mount: hands on B's flanks, elbows low by the floor), so that A's arms
+    # run under and outside B's, towards A's feet, while B's come down onto A's chest: the arms do not cross.
+    a_push = {"left": Contact("waist_right", pole=(1.0, -0.3, -1.0)),
+              "right": Contact("waist_left", pole=(1.0, -0.3, -1.0))}
+    # In the guard B posts the hands on A's hips (posture up) and A pulls on B's chest from inside B's arms.
+    b_on_hips = {"left": Contact("waist_right", pole=(1.0, 0.0, -1.0)),
+                 "right": Contact("waist_left", pole=(1.0, 0.0, -1.0))}
     a_grip = {"left": Contact("chest_right", pole=(1.0, -1.0, 0.3)),
               "right": Contact("chest_left", pole=(1.0, -1.0, 0.3))}
     mount_at = _place(c, yaw, (0.0, 0.10))  # B's pelvis a little towards A's head from A's pelvis
@@ -427,28 +433,28 @@ def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 
     mode = 0
     while t < duration:
         hold = float(rng.uniform(0.8, 1.4))
-        if mode == 0:  # mount: B pins A's chest; A pushes B's chest, then grips B's arms and bridges
+        if mode == 0:  # mount: B pins A's chest; A frames B's hips and bridges
             B.add(t + 0.5, Pose(mount_at, yaw + 180 + rng.normal(0, 8), joints=kneel, contacts=b_on_chest))
             A.add(t + 0.5, Pose(pa, yaw, pitch=-90, joints=lying, contacts=a_push))
             t += 0.5 + hold
             bridge = float(rng.uniform(8, 16))
             A.add(t, Pose(pa, yaw, pitch=-90, roll=float(rng.choice([-1, 1])) * bridge, joints=lying | spine(flex=-10),
-                          contacts=a_grip))
+                          contacts=a_push))
             B.add(t, Pose(mount_at, yaw + 180 + rng.normal(0, 10), joints=kneel | spine(flex=40, bend=rng.normal(0, 8)),
                           contacts=b_on_chest))
             t += hold
-            A.add(t, Pose(pa, yaw, pitch=-90, joints=lying, contacts=a_grip))
+            A.add(t, Pose(pa, yaw, pitch=-90, joints=lying, contacts=a_push))
             B.add(t, Pose(mount_at, yaw + 180, joints=kneel, contacts=b_on_chest))
-        else:  # guard: B backs off between A's legs; A's legs wrap B's waist, A grips B's arms
+        else:  # guard: B backs off between A's legs; A's legs wrap B's waist, B posts on A's hips, A pulls B's chest
             t_move = t + float(rng.uniform(1.0, 1.4))
             B.add(t_move, Pose(guard_at, yaw + 180, joints=guard_b, contacts={"left": None, "right": None}))
             A.add(t_move, Pose(pa, yaw, pitch=-90, joints=guard_a, contacts={"left": None, "right": None}))
             t = t_move + hold
             B.add(t, Pose(guard_at, yaw + 180 + rng.normal(0, 8), joints=guard_b | spine(flex=34),
-                          contacts=b_on_chest))
+                          contacts=b_on_hips))
             A.add(t, Pose(pa, yaw, pitch=-90, roll=rng.normal(0, 6), joints=guard_a, contacts=a_grip))
             t += hold
-            B.add(t, Pose(guard_at, yaw + 180, joints=guard_b, contacts=b_on_chest))
+            B.add(t, Pose(guard_at, yaw + 180, joints=guard_b, contacts=b_on_hips))
             A.add(t, Pose(pa, yaw, pitch=-90, joints=guard_a, contacts=a_grip))
             t_back = t + float(rng.uniform(1.0, 1.4))
             B.add(t_back, Pose(mount_at, yaw + 180, joints=kneel, contacts={"left": None, "right": None}))
@@ -459,19 +465,24 @@ def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 
 
 
 def dance(duration: float, rng: np.random.Generator, position_jitter: float = 0.4) -> Script:
-    """Closed-hold partner dance (waltz-like): A's right hand on B's upper back, B's left hand on A's right
-    shoulder, A's left and B's right hands joined at the hold point; the couple turns with box steps."""
+    """Closed-hold partner dance (waltz-like): A's right hand on B's lower back (the arm under B's left arm), B's
+    left hand on A's right shoulder (the arm over A's), A's left and B's right hands joined at the hold point; the
+    couple turns with box steps (A's stepping foot goes forward as B's foot on that side goes back)."""
     A, B = _Track(), _Track()
     c, yaw = _pair_frame(rng, position_jitter)
     # Partners stand offset to their left (ballroom: each slightly to the partner's right side).
     dist = float(rng.uniform(0.30, 0.36))
     lateral = 0.10
-    hold_a = (arm("right", az=60, el=-5) | elbow("right", 70) | arm("left", az=20, el=5) | elbow("left", 80)
+    # A's right arm goes under B's left arm around B's waist, the elbow forward by B's flank (as the hug's arms
+    # under), the hand on B's lower back; B's left arm goes up and over, elbow raised, the hand on A's right
+    # shoulder. The two arms on that side stay apart vertically (an arm stacked right on top of the other, hand on
+    # the shoulder blade and forearm on the partner's upper arm, went through it).
+    hold_a = (arm("right", az=70, el=-30) | elbow("right", 80) | arm("left", az=20, el=5) | elbow("left", 80)
               | spine(flex=-3) | head(turn=25, flex=-5))
-    hold_b = (arm("left", az=55, el=8) | elbow("left", 60) | arm("right", az=20, el=5) | elbow("right", 80)
+    hold_b = (arm("left", az=70, el=25) | elbow("left", 90) | arm("right", az=20, el=5) | elbow("right", 80)
               | spine(flex=-6, bend=-5) | head(turn=30, flex=-10))
-    ca = {"right": Contact("upper_back_left", pole=(1.0, -0.6, -0.3)), "left": Contact("hold", pole=(1.0, -1.0, -0.3))}
-    cb = {"left": Contact("shoulder_right", pole=(1.0, -0.6, -0.2)), "right": Contact("hold", pole=(1.0, -1.0, -0.3))}
+    ca = {"right": Contact("lower_back_left", pole=(1.0, -0.5, 0.6)), "left": Contact("hold", pole=(1.0, -1.0, -0.3))}
+    cb = {"left": Contact("shoulder_right", pole=(1.0, 0.4, 0.6)), "right": Contact("hold", pole=(1.0, -1.0, -0.3))}
     t = 0.0
     base = stand()
     ya = yaw
@@ -497,8 +508,10 @@ def dance(duration: float, rng: np.random.Generator, position_jitter: float = 0.
         pa, pb = spots(ya, center)
         lead = "left" if k % 2 == 0 else "right"
         trail = "right" if lead == "left" else "left"
-        step_a = leg(lead, flex=18, knee=12) | leg(trail, flex=-8, knee=14)
-        step_b = leg(trail, flex=14, knee=12) | leg(lead, flex=-10, knee=14)
+        # A's lead foot steps forward into the space B's trail foot (the one on that side) steps back from; B's
+        # other foot stays under the pelvis (two legs striding towards each other on the same side would meet).
+        step_a = leg(lead, flex=12, knee=10) | leg(trail, flex=-8, knee=14)
+        step_b = leg(trail, flex=-12, knee=14) | leg(lead, flex=2, knee=8)
         mid = t + beat * 0.5
         A.add(mid, Pose(pa, ya, joints=base | hold_a | step_a | spine(bend=4 if k % 2 else -4), contacts=ca))
         B.add(mid, Pose(pb, ya + 180, joints=base | hold_b | step_b, contacts=cb))
