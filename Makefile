@@ -22,7 +22,10 @@ $(TEST): pyproject.toml $(BASE)
 demo: $(BASE)
 	$(VENV)/bin/h4d demo --out demo_out
 
+# Two worker processes, whole files per worker (pytest-xdist): each process compiles half the suite's XLA programs.
+# In one process, jaxlib 0.10.2 on CPU deadlocked in a compile (or crashed) after ~300 tests, reproducibly (CI and
+# here); every test passes in a fresh process. It also uses both cores while one worker compiles.
 test: $(TEST)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
 
 .PHONY: demo test
