@@ -334,7 +334,7 @@ def main(argv=None):
     load_before = os.getloadavg()
     caps = []
     res = {
-        "benchmark": "bench/collision_fit.py", "date": "2026-11-25",
+        "benchmark": "bench/collision_fit.py", "date": datetime.date.today().isoformat(),
         "command": "python bench/collision_fit.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
         "epochs": a.epochs or base.fit.epochs,

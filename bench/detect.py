@@ -26,6 +26,7 @@ Detections are cached as keypoints2d.npz in the capture directories under --work
 from __future__ import annotations
 
 import argparse
+import datetime
 import dataclasses
 import json
 import os
@@ -194,7 +195,8 @@ def min_frames(frames: int) -> int:
 def run(args) -> dict:
     data = Path(args.data)
     work = Path(args.work)
-    out: dict = {"date": "2026-11-25", "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, shared",
+    out: dict = {"date": datetime.date.today().isoformat(),
+                 "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, shared",
                  "frames": args.frames, "command": " ".join(["bench/detect.py"] + sys.argv[1:])}
     stop = args.frames
     for kind, max_people in (("single", args.max_people_single), ("multi", args.max_people_multi)):

@@ -15,6 +15,7 @@ Writes bench/synth.json and the section of bench/RESULTS.md between its markers.
 from __future__ import annotations
 
 import argparse
+import datetime
 import dataclasses
 import json
 import os
@@ -80,7 +81,8 @@ def main() -> None:
     mis = int(np.sum((np.abs(wf) > 0.5) != (np.abs(we) > 0.5)))
 
     res = {
-        "date": "2026-11-25", "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "load_average_start": round(load0, 1), "load_average_end": round(os.getloadavg()[0], 1),
         "command": f".venv/bin/python bench/synth.py --frames {args.frames} --cameras {args.cameras}",
         "generate": {"frames": args.frames, "cameras": args.cameras, "people": 2,
