@@ -15,6 +15,7 @@ import dataclasses
 import json
 import time
 
+import h4djax  # noqa: F401  (before jax: its XLA flag workaround)
 import jax.numpy as jnp
 import numpy as np
 
