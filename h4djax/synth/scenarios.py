@@ -467,7 +467,9 @@ def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 
 def dance(duration: float, rng: np.random.Generator, position_jitter: float = 0.4) -> Script:
     """Closed-hold partner dance (waltz-like): A's right hand on B's lower back (the arm under B's left arm), B's
     left hand on A's right shoulder (the arm over A's), A's left and B's right hands joined at the hold point; the
-    couple turns with box steps (A's stepping foot goes forward as B's foot on that side goes back)."""
+    couple takes the hold in two stages (B's left arm up and the hold arms out first, then A's right arm in under
+    it) and turns with box steps (A's stepping foot goes forward as B's foot on that side goes back, A's outside
+    foot a little outwards)."""
     A, B = _Track(), _Track()
     c, yaw = _pair_frame(rng, position_jitter)
     # Partners stand offset to their left (ballroom: each slightly to the partner's right side).
@@ -477,9 +479,9 @@ def dance(duration: float, rng: np.random.Generator, position_jitter: float = 0.
     # under), the hand on B's lower back; B's left arm goes up and over, elbow raised, the hand on A's right
     # shoulder. The two arms on that side stay apart vertically (an arm stacked right on top of the other, hand on
     # the shoulder blade and forearm on the partner's upper arm, went through it).
-    hold_a = (arm("right", az=70, el=-30) | elbow("right", 80) | arm("left", az=20, el=5) | elbow("left", 80)
+    hold_a = (arm("right", az=70, el=-30) | elbow("right", 80) | arm("left", az=-5, el=15) | elbow("left", 30)
               | spine(flex=-3) | head(turn=25, flex=-5))
-    hold_b = (arm("left", az=70, el=25) | elbow("left", 90) | arm("right", az=20, el=5) | elbow("right", 80)
+    hold_b = (arm("left", az=70, el=25) | elbow("left", 90) | arm("right", az=-5, el=15) | elbow("right", 30)
               | spine(flex=-6, bend=-5) | head(turn=30, flex=-10))
     ca = {"right": Contact("lower_back_left", pole=(1.0, -0.5, 0.6)), "left": Contact("hold", pole=(1.0, -1.0, -0.3))}
     cb = {"left": Contact("shoulder_right", pole=(1.0, 0.4, 0.6)), "right": Contact("hold", pole=(1.0, -1.0, -0.3))}
@@ -496,7 +498,16 @@ def dance(duration: float, rng: np.random.Generator, position_jitter: float = 0.
     pa, pb = spots(ya, center)
     A.add(t, Pose(pa, ya, joints=base))
     B.add(t, Pose(pb, ya + 180, joints=base))
-    t += 1.0
+    # Taking the hold: first B's left arm rises out to the side while A's right arm stays down by the side (the
+    # forearm only a little forward) and the hold arms open out sideways, wide apart; then A's right arm comes in under
+    # B's raised arm and B's hand comes down onto A's shoulder. Blending straight from the standing pose swung the
+    # two elbows on that side through each other, and the joined hands through each other, on their way.
+    t += 0.5
+    A.add(t, Pose(pa, ya, joints=base | arm("right", az=5, el=-70) | elbow("right", 25) | arm("left", az=-10, el=10)
+                  | elbow("left", 20)))
+    B.add(t, Pose(pb, ya + 180, joints=base | arm("left", az=-5, el=35) | elbow("left", 20)
+                  | arm("right", az=-10, el=10) | elbow("right", 20)))
+    t += 0.6
     A.add(t, Pose(pa, ya, joints=base | hold_a, contacts=ca))
     B.add(t, Pose(pb, ya + 180, joints=base | hold_b, contacts=cb))
     beat = float(rng.uniform(0.42, 0.5))  # seconds per step (waltz at ~ 40 bars/min: 3 steps/bar)
@@ -510,7 +521,8 @@ def dance(duration: float, rng: np.random.Generator, position_jitter: float = 0.
         trail = "right" if lead == "left" else "left"
         # A's lead foot steps forward into the space B's trail foot (the one on that side) steps back from; B's
         # other foot stays under the pelvis (two legs striding towards each other on the same side would meet).
-        step_a = leg(lead, flex=12, knee=10) | leg(trail, flex=-8, knee=14)
+        # A's right foot is the outside one (the partners stand offset): it steps a little outwards past B's left.
+        step_a = leg(lead, flex=12, knee=10, abd=5 if lead == "right" else 0) | leg(trail, flex=-8, knee=14)
         step_b = leg(trail, flex=-12, knee=14) | leg(lead, flex=2, knee=8)
         mid = t + beat * 0.5
         A.add(mid, Pose(pa, ya, joints=base | hold_a | step_a | spine(bend=4 if k % 2 else -4), contacts=ca))
