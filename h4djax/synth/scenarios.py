@@ -18,8 +18,9 @@ placing the palm `contact_clearance` off the partner's skin (h4djax.synth.genera
 Scenarios: hug (approach, embrace with hands on the partner's back, sway, release), wrestle (grappling on the
 ground: mount, the one on top pinning the chest while the one below frames the hips, and guard, the one on top
 posting on the hips while the one below pulls on the chest), dance (partner dance: one hand on the partner's lower
-back under the partner's arm, the other's hand over it on the shoulder, hands joined, rotating box steps), fencing (en-garde stance, advances, retreats, lunges with the hand stopping short of
-the partner's chest, a corps-a-corps). People beyond the first two walk around the arena.
+back under the partner's arm, the other's hand over it on the shoulder, hands joined, rotating box steps), fencing
+(en-garde stance, advances, retreats, lunges with the hand stopping short of the partner's chest, a corps-a-corps).
+People beyond the first two walk around the arena.
 """
 
 from __future__ import annotations
@@ -419,7 +420,7 @@ def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 
                   "right": Contact("chest_left", pole=(1.0, 0.0, -1.0))}
     # A frames B's hips (the escape from the mount: hands on B's flanks, elbows low by the floor), so that A's arms
     # run under and outside B's, towards A's feet, while B's come down onto A's chest: the arms do not cross.
-    a_push = {"left": Contact("waist_right", pole=(1.0, -0.3, -1.0)),
+    a_frame_hips = {"left": Contact("waist_right", pole=(1.0, -0.3, -1.0)),
               "right": Contact("waist_left", pole=(1.0, -0.3, -1.0))}
     # In the guard B posts the hands on A's hips (posture up) and A pulls on B's chest from inside B's arms.
     b_on_hips = {"left": Contact("waist_right", pole=(1.0, 0.0, -1.0)),
@@ -435,15 +436,15 @@ def wrestle(duration: float, rng: np.random.Generator, position_jitter: float = 
         hold = float(rng.uniform(0.8, 1.4))
         if mode == 0:  # mount: B pins A's chest; A frames B's hips and bridges
             B.add(t + 0.5, Pose(mount_at, yaw + 180 + rng.normal(0, 8), joints=kneel, contacts=b_on_chest))
-            A.add(t + 0.5, Pose(pa, yaw, pitch=-90, joints=lying, contacts=a_push))
+            A.add(t + 0.5, Pose(pa, yaw, pitch=-90, joints=lying, contacts=a_frame_hips))
             t += 0.5 + hold
             bridge = float(rng.uniform(8, 16))
             A.add(t, Pose(pa, yaw, pitch=-90, roll=float(rng.choice([-1, 1])) * bridge, joints=lying | spine(flex=-10),
-                          contacts=a_push))
+                          contacts=a_frame_hips))
             B.add(t, Pose(mount_at, yaw + 180 + rng.normal(0, 10), joints=kneel | spine(flex=40, bend=rng.normal(0, 8)),
                           contacts=b_on_chest))
             t += hold
-            A.add(t, Pose(pa, yaw, pitch=-90, joints=lying, contacts=a_push))
+            A.add(t, Pose(pa, yaw, pitch=-90, joints=lying, contacts=a_frame_hips))
             B.add(t, Pose(mount_at, yaw + 180, joints=kneel, contacts=b_on_chest))
         else:  # guard: B backs off between A's legs; A's legs wrap B's waist, B posts on A's hips, A pulls B's chest
             t_move = t + float(rng.uniform(1.0, 1.4))
