@@ -28,6 +28,9 @@ Pipeline (`generate`), every step vectorized over frames (no Python loop over fr
    (`noise.apply_detector_noise`);
 10. measured ground-truth interpenetration between the people (`eval.metrics.interpenetration`).
 
+Steps 1-8 run at `MotionConfig.sim_fps` or more (a multiple of the output frame rate) and are subsampled to the
+output frame rate before step 9.
+
 Randomness: independent streams per concern spawned from one seed (`numpy.random.SeedSequence`), so changing the
 noise settings does not change the motion. Same seed and config -> same bytes on disk (`write_synth_capture`).
 """
@@ -583,10 +586,13 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
     ss = np.random.SeedSequence(cfg.seed)
     r_rig, r_shape, r_motion, r_noise, r_jit = (np.random.default_rng(s) for s in ss.spawn(5))
     cams = make_rig(cfg.rig, r_rig)
-    P, F = mc.num_people, mc.num_frames
+    P, F_out = mc.num_people, mc.num_frames
+    # Simulated at `supersample` x fps (MotionConfig.sim_fps), subsampled to fps after the de-penetration (step 8).
+    supersample = max(1, int(np.ceil(mc.sim_fps / mc.fps - 1e-9)))
+    F, fps = (F_out - 1) * supersample + 1, mc.fps * supersample
     betas = np.clip(mc.betas_std * r_shape.standard_normal((P, model.num_betas)), -2.5, 2.5)
     # Scenario script over the warped duration (+1 s so the last frames never clamp onto the end pose).
-    times = _time_warp(F, mc.fps, mc.tempo, mc.timing_jitter, r_motion)
+    times = _time_warp(F, fps, mc.tempo, mc.timing_jitter, r_motion)
     duration = float(times[-1]) + 1.0
     script: Script = SCENARIOS[mc.scenario](duration, r_motion, mc.position_jitter)
     keys = list(script.keys)
@@ -819,7 +825,8 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
     if mc.depenetrate_rounds > 0:
         settings = DepenetrationSettings(
             rounds=mc.depenetrate_rounds, stride=mc.depenetrate_stride, margin=mc.depenetrate_margin,
-            guard=mc.depenetrate_guard, tolerance=mc.depenetrate_tolerance, steps=mc.depenetrate_steps)
+            guard=mc.depenetrate_guard, tolerance=mc.depenetrate_tolerance, steps=mc.depenetrate_steps,
+            fps=fps)
         rot2, tr2, stats_dep = depenetrate(
             model, topo.clusters, np.stack([t.rot for t in tracks[:2]]), betas[:2], transl[:2],
             lambda r, t: _forward(model, mat_to_aa(r), betas[:2], t)[0], settings,
@@ -838,6 +845,9 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
         kpts[..., 1] -= drop[..., None]
         stats_dep["floor_correction_mm"] = round(1000 * float(np.abs(drop).max()), 2)
         t0 = tick("depenetrate", t0)
+    if supersample > 1:
+        verts, kpts, rv, transl = (x[:, ::supersample] for x in (verts, kpts, rv, transl))
+        F = F_out
     joints3d = kpts[:, :, :17].transpose(1, 0, 2, 3)  # [F, P, 17, 3]
 
     # Visibility and detector noise.
