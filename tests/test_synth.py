@@ -163,17 +163,17 @@ def test_generation_is_deterministic_to_the_byte(small, model, tmp_path):
 
 
 def test_low_frame_rates_are_simulated_at_sim_fps_and_subsampled(model):
-    """A 10 fps take is the 30 fps simulation of the same script subsampled: 6 frames at 10 fps are frames 0, 3, ...,
-    15 of the 16-frame 30 fps take, exactly (the motion steps, contact IK and de-penetration included, ran at
+    """A 10 fps take is the 30 fps simulation of the same script subsampled: 4 frames at 10 fps are frames 0, 3, 6, 9
+    of the 10-frame 30 fps take, exactly (the motion steps, contact IK and de-penetration included, ran at
     30 fps), and the capture says 10 fps."""
     from h4djax.synth.generate import generate
 
     base = SynthConfig(rig=RigConfig(num_cameras=2), noise=NoiseConfig(enabled=False, occlusion=False), seed=5,
-                       motion=MotionConfig(scenario="wrestle", num_frames=16, fps=30.0))
+                       motion=MotionConfig(scenario="wrestle", num_frames=10, fps=30.0))
     fast = generate(base, model, measure_frames=0)
-    slow = generate(dataclasses.replace(base, motion=dataclasses.replace(base.motion, num_frames=6, fps=10.0)),
+    slow = generate(dataclasses.replace(base, motion=dataclasses.replace(base.motion, num_frames=4, fps=10.0)),
                     model, measure_frames=0)
-    assert slow.fps == 10.0 and slow.joints3d.shape[0] == 6 and slow.keypoints.shape[0] == 6
+    assert slow.fps == 10.0 and slow.joints3d.shape[0] == 4 and slow.keypoints.shape[0] == 4
     for name in ("joints3d", "global_orient", "body_pose", "transl"):
         np.testing.assert_array_equal(getattr(slow, name), getattr(fast, name)[::3], err_msg=name)
 
