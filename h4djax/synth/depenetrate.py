@@ -97,7 +97,7 @@ class DepenetrationSettings:
     """Weight of the first temporal difference of the correction at 30 fps (spreads it over ~sqrt(w_vel/w_reg)
     frames)."""
     w_acc: float = 30.0
-    """Weight of the second temporal difference of the correction (no kinks in the corrected motion)."""
+    """Weight of the second temporal difference of the correction at 30 fps (no kinks in the corrected motion)."""
     max_travel: float = 0.1
     """A vertex through a thin part of the partner is pushed to the side most of its part is on; if that is farther
     than this (m), it is left to later rounds."""
