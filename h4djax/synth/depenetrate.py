@@ -441,7 +441,12 @@ def depenetrate(model: BodyModel, clusters: FaceClusters, rot: np.ndarray, betas
             break
         counts.append(len(c.frame))
         if progress:
-            progress(f"round {r + 1}: deepest {1000 * deepest:.1f} mm, {counts[-1]} constraints")
+            fl = c.depth[c.floor].max() if c.floor.any() else 0.0
+            pp = c.depth[~c.floor].max() if (~c.floor).any() else 0.0
+            worst = int(np.argmax(np.where(c.floor, -np.inf, c.depth))) if (~c.floor).any() else 0
+            progress(f"round {r + 1}: deepest {1000 * deepest:.1f} mm (people {1000 * pp:.1f} at frame "
+                     f"{c.frame[worst]} person {c.person[worst]} vertex {c.vertex[worst]}, floor {1000 * fl:.1f}), "
+                     f"{counts[-1]} constraints")
         # Constraints padded to the next power of two: the later rounds hold a fraction of the first round's
         # constraints, and a solve on their own (smaller) shape costs one more compile (~7 s) but runs ~5x faster
         # than on the first round's padding (measured on the 150-frame demo hug: 6.5 s -> 1.2 s per round).

@@ -215,6 +215,7 @@ class _Track:
     contact_a: dict  # side -> (anchor name at segment start [F], at segment end [F], blend [F])
     contact_clear: dict  # side -> [F]
     contact_pole: dict  # side -> [F, 3]
+    contact_fallback: dict = field(default_factory=dict)  # side -> {anchor: fallback anchors (Contact.fallback)}
 
 
 def _interpolate_track(keys, times, mode: str, jitter_deg: float, sway: np.ndarray, rng) -> _Track:
@@ -229,7 +230,7 @@ def _interpolate_track(keys, times, mode: str, jitter_deg: float, sway: np.ndarr
     q = interpolate_rotations(kt, aa_to_quat(rv), times, mode)  # [F, 24, 4]
     rot = quat_to_mat(q) @ aa_to_mat(sway)
     root = interpolate_positions(kt, np.array([p.root for p in poses]), times, mode)
-    cw, ca, cc, cp = {}, {}, {}, {}
+    cw, ca, cc, cp, cf = {}, {}, {}, {}, {}
     i = np.clip(np.searchsorted(kt, np.clip(times, kt[0], kt[-1]), side="right") - 1, 0, max(len(kt) - 2, 0))
     j = np.minimum(i + 1, len(kt) - 1)
     u = np.clip((times - kt[i]) / np.maximum(kt[j] - kt[i], 1e-9), 0, 1)
@@ -248,8 +249,9 @@ def _interpolate_track(keys, times, mode: str, jitter_deg: float, sway: np.ndarr
         cc[side] = clear[i] * (1 - u) + clear[j] * u
         pole = np.array([c.pole if c is not None else (1.0, -0.6, -0.3) for c in cons], float)
         cp[side] = pole[i] * (1 - u[:, None]) + pole[j] * u[:, None]
+        cf[side] = {c.anchor: c.fallback for c in cons if c is not None and c.fallback}
     return _Track(rot=rot, root_xz=root, key_times=kt, contact_w=cw, contact_a=ca, contact_clear=cc,
-                  contact_pole=cp)
+                  contact_pole=cp, contact_fallback=cf)
 
 
 def _params_from(tracks: list[_Track], rest_pelvis: np.ndarray, betas: np.ndarray, y: np.ndarray | None = None,
@@ -555,6 +557,51 @@ def _contact_targets(name_arr: np.ndarray, partner_verts: np.ndarray, partner_no
     return pos, nrm
 
 
+_REACH_USE = 0.93  # a wrist target farther than this x (upper arm + forearm) from the shoulder counts as out of reach
+
+
+def _reachable_targets(name_arr: np.ndarray, partner_verts: np.ndarray, partner_normals: np.ndarray,
+                       topo: BodyTopology, hold: np.ndarray, hold_normal: np.ndarray, shoulder: np.ndarray,
+                       bones: tuple[float, float, float], clear: np.ndarray, fps: float,
+                       fallback: dict[str, tuple[str, ...]]):
+    """`_contact_targets`, with anchors out of reach replaced by their fallbacks (`Contact.fallback`).
+
+    Where the palm point of an anchor with fallbacks (`fallback`: anchor -> fallback anchors; skin point + clearance + palm thickness along the normal) is farther from
+    the shoulder [F, 3] than the arm reaches (`_REACH_USE` x (upper arm + forearm) + 0.4 x hand, bones = those three
+    lengths in m), the target slides along the anchor's fallbacks to the first anchor within reach,
+    interpolated between consecutive anchors and smoothed over ~0.1 s (max filter, then Gaussian) so the hand glides
+    rather than jumps. A two-bone arm sent to an unreachable target is straightened along the line to it, which
+    around a partner's back runs through the partner's flank (the dance hold put the hand up to 100 mm inside the
+    partner before the final de-penetration: 180 frames, seeds 0-2)."""
+    pos, nrm = _contact_targets(name_arr, partner_verts, partner_normals, topo, hold, hold_normal)
+    limit = _REACH_USE * (bones[0] + bones[1]) + 0.4 * bones[2]
+    F = len(name_arr)
+    for name in sorted(set(name_arr.tolist()) & set(fallback)):
+        chain = (name,) + tuple(fallback[name])
+        cand = [_contact_targets(np.full(F, n), partner_verts, partner_normals, topo, hold, hold_normal)
+                for n in chain]
+        P = np.stack([c[0] for c in cand])  # [K, F, 3]
+        N = np.stack([c[1] for c in cand])
+        dist = np.linalg.norm(P + N * (clear + _PALM_OFFSET)[None, :, None] - shoulder[None], axis=-1)  # [K, F]
+        ok = dist <= limit
+        first = np.where(ok.any(0), np.argmax(ok, 0), len(chain) - 1).astype(float)
+        here = name_arr == name
+        idx = np.flatnonzero(here)  # other frames take the next frame of this anchor's value (no pull at the edges)
+        first = first[idx[np.minimum(np.searchsorted(idx, np.arange(F)), len(idx) - 1)]]
+        w = max(1, int(round(0.1 * fps)))
+        sl = gaussian_filter1d(maximum_filter1d(first, 2 * w + 1, mode="nearest"), sigma=w, mode="nearest")
+        k0 = np.clip(np.floor(sl).astype(int), 0, len(chain) - 1)
+        k1 = np.minimum(k0 + 1, len(chain) - 1)
+        f = (sl - k0)[:, None]
+        fr = np.arange(F)
+        p_s = (1 - f) * P[k0, fr] + f * P[k1, fr]
+        n_s = (1 - f) * N[k0, fr] + f * N[k1, fr]
+        n_s /= np.maximum(np.linalg.norm(n_s, axis=-1, keepdims=True), 1e-9)
+        pos = np.where(here[:, None], p_s, pos)
+        nrm = np.where(here[:, None], n_s, nrm)
+    return pos, nrm
+
+
 def _floor_y(verts: np.ndarray) -> np.ndarray:
     """Translation (m) lifting each person-frame so its lowest vertex is on the floor. verts [P, F, V, 3]."""
     return -verts[..., 1].min(-1)
@@ -659,12 +706,20 @@ def generate(cfg: SynthConfig, model: BodyModel | None = None, progress: bool = 
             hold_p = hold - (0.05 if p == 0 else -0.05) * dir01
             hold_n = -dir01 if p == 0 else dir01
             a0, a1, u = tracks[p].contact_a[side]
-            p0, n0 = _contact_targets(a0, anchor_pos[q], anchor_nrm[q], topo, hold_p, hold_n)
-            p1, n1 = _contact_targets(a1, anchor_pos[q], anchor_nrm[q], topo, hold_p, hold_n)
+            clear = mc.contact_clearance + tracks[p].contact_clear[side]
+            ix = _SIDE_IDX[side]
+            bones = tuple(float(np.linalg.norm(rest[p, b] - rest[p, a]))
+                          for a, b in ((ix["shoulder"], ix["elbow"]), (ix["elbow"], ix["wrist"]),
+                                       (ix["wrist"], ix["hand"])))
+            shoulder = joints[p, :, ix["shoulder"]]
+            chains = tracks[p].contact_fallback.get(side, {})
+            p0, n0 = _reachable_targets(a0, anchor_pos[q], anchor_nrm[q], topo, hold_p, hold_n, shoulder, bones,
+                                        clear, fps, chains)
+            p1, n1 = _reachable_targets(a1, anchor_pos[q], anchor_nrm[q], topo, hold_p, hold_n, shoulder, bones,
+                                        clear, fps, chains)
             nrm = n0 * (1 - u[:, None]) + n1 * u[:, None]
             nrm /= np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-9)
             base = p0 * (1 - u[:, None]) + p1 * u[:, None]
-            clear = mc.contact_clearance + tracks[p].contact_clear[side]
             # Direction a blocked hand is moved in: off the skin and sideways away from the partner's spine (a
             # hand on the back slides towards the flank, which straightens the forearm's path around the body).
             lat = base - joints[q, :, _SPINE3]

@@ -34,8 +34,8 @@ import numpy as np
 from h4djax.body.model import SMPL_JOINT_NAMES
 from h4djax.synth.motion import aa_to_mat, mat_to_aa, rotation_between
 
-__all__ = ["Pose", "Contact", "Anchor", "Script", "ANCHORS", "SCENARIOS", "arm", "elbow", "leg", "spine", "head",
-           "stand", "pose_rotvecs", "bystander_keys"]
+__all__ = ["Pose", "Contact", "Anchor", "Script", "ANCHORS", "SCENARIOS", "arm", "elbow", "leg",
+           "spine", "head", "stand", "pose_rotvecs", "bystander_keys"]
 
 J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 _SIDES = ("left", "right")
@@ -70,18 +70,23 @@ _LEFT_ANCHORS = {
     "upper_back": Anchor("spine3", (0.85, 0.0, -1.0), dy=0.02),
     "mid_back": Anchor("spine2", (0.9, 0.0, -1.0)),
     "lower_back": Anchor("spine1", (0.85, 0.0, -1.0), dy=-0.02),
+    # Towards the flank at the heights of the upper, mid and lower back, and the top of the upper arm: fallbacks of
+    # a contact whose anchor is out of reach (`Contact.fallback`).
+    "upper_back_flank": Anchor("spine3", (2.2, 0.0, -1.0)),
+    "mid_back_flank": Anchor("spine2", (2.2, 0.0, -1.0)),
+    "lower_back_flank": Anchor("spine1", (2.2, 0.0, -1.0), dy=-0.02),
     "chest": Anchor("spine3", (0.5, 0.0, 1.0), dy=0.0),
     "waist": Anchor("spine1", (1.0, 0.0, 0.1)),
     "shoulder": Anchor("left_shoulder", (0.0, 1.0, -0.15), band=0.05,
                        joints=("left_collar", "left_shoulder", "spine3")),
     "upper_arm": Anchor("left_elbow", (0.3, 0.2, -1.0), dy=0.0, band=0.12, joints=("left_shoulder",)),
+    "deltoid": Anchor("left_shoulder", (0.25, 1.0, 0.0), band=0.12, joints=("left_shoulder",)),
 }
 #: Skin anchors by name: "<site>_left" / "<site>_right" (the subject's own left/right).
 ANCHORS: dict[str, Anchor] = {}
 for _k, _a in _LEFT_ANCHORS.items():
     ANCHORS[f"{_k}_left"] = _a
     ANCHORS[f"{_k}_right"] = _mirror(_a)
-
 
 @dataclass(frozen=True)
 class Contact:
@@ -90,12 +95,16 @@ class Contact:
     weight: blend of the IK solution over the keyframed arm (interpolated between keyframes).
     clearance: extra gap (m) on top of MotionConfig.contact_clearance (near-contact, e.g. fencing touches).
     pole: direction (torso frame, for the LEFT arm; mirrored for the right) the elbow bends towards.
+    fallback: anchors the hand target slides along, in order (interpolated, smoothly in time), where `anchor` is out
+    of the arm's reach (h4djax.synth.generate): a two-bone arm sent to an unreachable target straightens along the
+    line to it, which around a partner's back runs through the partner.
     """
 
     anchor: str
     weight: float = 1.0
     clearance: float = 0.0
     pole: tuple[float, float, float] = (1.0, -0.6, -0.3)
+    fallback: tuple[str, ...] = ()
 
 
 @dataclass
@@ -473,21 +482,29 @@ def dance(duration: float, rng: np.random.Generator, position_jitter: float = 0.
     foot a little outwards)."""
     A, B = _Track(), _Track()
     c, yaw = _pair_frame(rng, position_jitter)
-    # Partners stand offset to their left (ballroom: each slightly to the partner's right side).
+    # Partners stand offset, each `lateral` / 2 to the partner's left: A's right shoulder (the under arm's) comes
+    # outside B's left flank.
     dist = float(rng.uniform(0.30, 0.36))
     lateral = 0.10
     # A's right arm goes under B's left arm around B's waist, the elbow forward by B's flank (as the hug's arms
     # under), the hand on B's lower back; B's left arm goes up and over, elbow raised, the hand on A's right
     # shoulder. The two arms on that side stay apart vertically (an arm stacked right on top of the other, hand on
     # the shoulder blade and forearm on the partner's upper arm, went through it). Elevations -40 / +35 deg (were
-    # -30 / +25): over a 6 s take the two upper arms still met during the turning steps (180 frames, seed 1: frames
-    # over 5 mm 21 -> 13, deepest 37 -> 35 mm after the de-penetration; not solved).
+    # -30 / +25: 180 frames, seed 1, frames over 5 mm after the de-penetration 21 -> 13).
     hold_a = (arm("right", az=70, el=-40) | elbow("right", 80) | arm("left", az=-5, el=15) | elbow("left", 30)
               | spine(flex=-3) | head(turn=25, flex=-5))
     hold_b = (arm("left", az=70, el=35) | elbow("left", 90) | arm("right", az=-5, el=15) | elbow("right", 30)
               | spine(flex=-6, bend=-5) | head(turn=30, flex=-10))
-    ca = {"right": Contact("lower_back_left", pole=(1.0, -0.5, 0.6)), "left": Contact("hold", pole=(1.0, -1.0, -0.3))}
-    cb = {"left": Contact("shoulder_right", pole=(1.0, 0.4, 0.6)), "right": Contact("hold", pole=(1.0, -1.0, -0.3))}
+    # Where the hand cannot reach its anchor (partners of different heights: 180 frames, seed 1 has A's shoulders
+    # 25 cm above B's), A's hand slides from B's lower back towards her flank and up it, and B's from the top of A's
+    # shoulder down onto his upper arm. Without that, the wrist targets were on median 1.1-1.3 x the arm's length
+    # away (seeds 0-2) and the straightened arm went through the partner (hands up to 100 mm inside before the
+    # final de-penetration, which then oscillated between rounds as those hands popped back in).
+    ca = {"right": Contact("lower_back_left", pole=(1.0, -0.5, 0.6),
+                           fallback=("lower_back_flank_left", "mid_back_flank_left", "upper_back_flank_left")),
+          "left": Contact("hold", pole=(1.0, -1.0, -0.3))}
+    cb = {"left": Contact("shoulder_right", pole=(1.0, 0.4, 0.6), fallback=("deltoid_right",)),
+          "right": Contact("hold", pole=(1.0, -1.0, -0.3))}
     t = 0.0
     base = stand()
     ya = yaw
@@ -499,8 +516,10 @@ def dance(duration: float, rng: np.random.Generator, position_jitter: float = 0.
         return pa, pb
 
     pa, pb = spots(ya, center)
-    A.add(t, Pose(pa, ya, joints=base))
-    B.add(t, Pose(pb, ya + 180, joints=base))
+    # The partners start a little farther apart and close in while taking the hold: standing at the hold's distance
+    # from the first frame, the hanging hands reached into the partner's hips.
+    A.add(t, Pose(_place(center, ya, (-lateral / 2, -dist / 2 - 0.12)), ya, joints=base))
+    B.add(t, Pose(_place(center, ya, (lateral / 2, dist / 2 + 0.12)), ya + 180, joints=base))
     # Taking the hold: first B's left arm rises out to the side while A's right arm stays down by the side (the
     # forearm only a little forward) and the hold arms open out sideways, wide apart; then A's right arm comes in under
     # B's raised arm and B's hand comes down onto A's shoulder. Blending straight from the standing pose swung the
