@@ -12,7 +12,8 @@ Pipeline (`generate`), every step vectorized over frames (no Python loop over fr
    between their torsos until no vertex of one lies inside the other (winding numbers,
    `eval.metrics.winding_and_distance`); offsets are interpolated linearly in between;
 6. hand contacts: analytic two-bone IK of shoulder-elbow-wrist to targets on the partner's posed skin (palm
-   `contact_clearance` off the skin, hand flat along the surface, palm turned towards it), blended in by the
+   `contact_clearance` off the skin, hand flat along the surface, palm turned towards it; a target out of the arm's
+   reach slides along the contact's fallback anchors, `_reachable_targets`), blended in by the
    keyframed contact weights. Each contact arm, as actually posed (keyframed arm slerped towards the IK solution by
    the weight), is checked as a capsule proxy from shoulder to fingertips against the partner's arm-less body and
    the partner's arms: elbow swivel search, palm lift rounds, contact weights raised (or, last resort, lowered)
@@ -566,9 +567,10 @@ def _reachable_targets(name_arr: np.ndarray, partner_verts: np.ndarray, partner_
                        fallback: dict[str, tuple[str, ...]]):
     """`_contact_targets`, with anchors out of reach replaced by their fallbacks (`Contact.fallback`).
 
-    Where the palm point of an anchor with fallbacks (`fallback`: anchor -> fallback anchors; skin point + clearance + palm thickness along the normal) is farther from
-    the shoulder [F, 3] than the arm reaches (`_REACH_USE` x (upper arm + forearm) + 0.4 x hand, bones = those three
-    lengths in m), the target slides along the anchor's fallbacks to the first anchor within reach,
+    Where the palm point of an anchor with fallbacks (`fallback`: anchor -> fallback anchors; palm point = skin
+    point + clearance + palm thickness along the normal) is farther from the shoulder [F, 3] than the arm reaches
+    (`_REACH_USE` x (upper arm + forearm) + 0.4 x hand, bones = those three lengths in m), the target slides along
+    the anchor's fallbacks to the first anchor within reach,
     interpolated between consecutive anchors and smoothed over ~0.1 s (max filter, then Gaussian) so the hand glides
     rather than jumps. A two-bone arm sent to an unreachable target is straightened along the line to it, which
     around a partner's back runs through the partner's flank (the dance hold put the hand up to 100 mm inside the
