@@ -130,7 +130,7 @@ def test_out_of_reach_back_targets_slide_along_the_fallback_chain():
     chain = (main, "lower_back_flank_left", "mid_back_flank_left", "upper_back_flank_left")
     names = chain + ("chest_left",)
     topo = SimpleNamespace(anchor_names=names)
-    F, fps = 90, 30.0
+    F, fps = 240, 30.0
     bones = (0.30, 0.27, 0.08)
     limit = _REACH_USE * (bones[0] + bones[1]) + 0.4 * bones[2]
     clear = np.full(F, 0.01)
@@ -143,19 +143,20 @@ def test_out_of_reach_back_targets_slide_along_the_fallback_chain():
     pos[:, 2, 2] = reach_of(limit - 0.10)  # second fallback: within reach
     pos[:, 3, 2] = reach_of(limit - 0.20)
     pos[:, 4, 2] = 0.3
-    pos[:, 0, 2] = np.where(np.arange(F) < 45, reach_of(limit - 0.05), reach_of(limit + 0.20))  # main anchor
+    pos[:, 0, 2] = np.where(np.arange(F) < 100, reach_of(limit - 0.05), reach_of(limit + 0.20))  # main anchor
     pos[:, 0, 0] = 0.001 * np.arange(F)  # it moves, so an untouched target is recognisable
     name_arr = np.full(F, main)
-    name_arr[80:] = "chest_left"  # another anchor (no chain) is untouched
+    name_arr[200:] = "chest_left"  # another anchor (no chain) is untouched
     out_p, out_n = _reachable_targets(name_arr, pos, nrm, topo, np.zeros((F, 3)), np.zeros((F, 3)), shoulder,
                                       bones, clear, fps, {main: chain[1:]})
-    np.testing.assert_allclose(out_p[:30], pos[:30, 0])  # reachable: exactly the anchor
-    np.testing.assert_allclose(out_p[60:80], pos[60:80, 2])  # settled on the first fallback within reach
-    np.testing.assert_allclose(out_p[80:], pos[80:, 4])
+    np.testing.assert_allclose(out_p[:50], pos[:50, 0])  # reachable: exactly the anchor
+    np.testing.assert_allclose(out_p[150:200], pos[150:200, 2])  # settled on the first fallback within reach
+    np.testing.assert_allclose(out_p[200:], pos[200:, 4])
     np.testing.assert_allclose(np.linalg.norm(out_n, axis=-1), 1.0)
     palm = np.linalg.norm(out_p + out_n * (clear[:, None] + _PALM_OFFSET), axis=-1)
-    assert np.all(palm[45:80] <= limit + 1e-9)  # within reach wherever the main anchor is not
-    assert np.all(np.abs(np.diff(out_p[:80], axis=0)).max(1) < 0.1)  # it glides, in steps of a few cm at most
+    assert np.all(palm[100:200] <= limit + 1e-9)  # within reach wherever the main anchor is not
+    # It glides (over ~0.25 s each way), in steps of 2 cm at most, though the anchors are 10-40 cm apart.
+    assert np.abs(np.diff(out_p[:200], axis=0)).max() < 0.02
 
 
 def test_global_rotations_compose_the_chain():

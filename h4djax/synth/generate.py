@@ -570,11 +570,13 @@ def _reachable_targets(name_arr: np.ndarray, partner_verts: np.ndarray, partner_
     Where the palm point of an anchor with fallbacks (`fallback`: anchor -> fallback anchors; palm point = skin
     point + clearance + palm thickness along the normal) is farther from the shoulder [F, 3] than the arm reaches
     (`_REACH_USE` x (upper arm + forearm) + 0.4 x hand, bones = those three lengths in m), the target slides along
-    the anchor's fallbacks to the first anchor within reach,
-    interpolated between consecutive anchors and smoothed over ~0.1 s (max filter, then Gaussian) so the hand glides
-    rather than jumps. A two-bone arm sent to an unreachable target is straightened along the line to it, which
-    around a partner's back runs through the partner's flank (the dance hold put the hand up to 100 mm inside the
-    partner before the final de-penetration: 180 frames, seeds 0-2)."""
+    the anchor's fallbacks to the first anchor within reach, interpolated between consecutive anchors and smoothed
+    over ~0.25 s (max filter, then Gaussian) so the hand glides rather than jumps: over ~0.1 s, a hand lifted off the
+    skin (palm lift rounds) swung with the turning normal at up to 3 m/s, and on the 180-frame seed-1 dance the final
+    de-penetration (whose temporal smoothness resists such fast motion) left a forearm 35 mm inside the partner's
+    upper arm; over 0.25 s it converged to 2 mm. A two-bone arm sent to an unreachable target is straightened along
+    the line to it, which around a partner's back runs through the partner's flank (the dance hold put the hand up
+    to 100 mm inside the partner before the final de-penetration: 90 frames, seeds 0-2)."""
     pos, nrm = _contact_targets(name_arr, partner_verts, partner_normals, topo, hold, hold_normal)
     limit = _REACH_USE * (bones[0] + bones[1]) + 0.4 * bones[2]
     F = len(name_arr)
@@ -590,7 +592,7 @@ def _reachable_targets(name_arr: np.ndarray, partner_verts: np.ndarray, partner_
         here = name_arr == name
         idx = np.flatnonzero(here)  # other frames take the next frame of this anchor's value (no pull at the edges)
         first = first[idx[np.minimum(np.searchsorted(idx, np.arange(F)), len(idx) - 1)]]
-        w = max(1, int(round(0.1 * fps)))
+        w = max(1, int(round(0.25 * fps)))
         sl = gaussian_filter1d(maximum_filter1d(first, 2 * w + 1, mode="nearest"), sigma=w, mode="nearest")
         k0 = np.clip(np.floor(sl).astype(int), 0, len(chain) - 1)
         k1 = np.minimum(k0 + 1, len(chain) - 1)
