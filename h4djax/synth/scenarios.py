@@ -88,6 +88,7 @@ for _k, _a in _LEFT_ANCHORS.items():
     ANCHORS[f"{_k}_left"] = _a
     ANCHORS[f"{_k}_right"] = _mirror(_a)
 
+
 @dataclass(frozen=True)
 class Contact:
     """A hand reaching a target on the partner (`anchor` in ANCHORS, or "hold" = the pair's hand-hold point).
